@@ -1,0 +1,102 @@
+"""`hf-instructblip`: one console script with sub-commands; each parses arguments and calls a library function.
+
+hf-instructblip build --vision vit.json --qformer <bert folder> --llm <llm folder> --output my-model
+hf-instructblip convert <official folder> <our folder>          # or back: --to transformers
+hf-instructblip demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _vision_argument(value: str) -> str | dict:
+    """A vision model folder, or a JSON file / inline JSON object with a config (random weights)."""
+    path = Path(value)
+    if path.is_file():
+        return json.loads(path.read_text())
+    if value.lstrip().startswith("{"):
+        return json.loads(value)
+    return value
+
+
+def _cmd_build(args: argparse.Namespace) -> None:
+    from .conversion import build_model
+
+    built = build_model(
+        _vision_argument(args.vision),
+        args.qformer,
+        args.llm,
+        llm_gguf_file=args.gguf_file,
+        qformer_tokenizer=args.qformer_tokenizer,
+        num_query_tokens=args.num_query_tokens,
+        cross_attention_frequency=args.cross_attention_frequency,
+        vision_feature_layer=args.vision_feature_layer,
+        qformer_text_input=not args.no_qformer_text_input,
+        seed=args.seed,
+    )
+    path = built.save_pretrained(args.output)
+    n_params = sum(p.numel() for p in built.model.parameters())
+    print(f"Built InstructBLIP ({n_params / 1e6:.1f}M parameters) -> {path}")
+
+
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from .conversion import convert_checkpoint
+
+    written = convert_checkpoint(args.source, args.destination, to=args.to)
+    print(f"Converted {args.source} -> {args.destination} ({written} format)")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(args.output)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-instructblip", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser(
+        "build", help="compose a new InstructBLIP from a vision tower, a Q-Former init and an LLM"
+    )
+    build.add_argument("--vision", required=True, help="vision model folder, or a config as JSON file / inline JSON")
+    build.add_argument("--qformer", required=True, help="BERT checkpoint folder or a saved InstructBLIP")
+    build.add_argument("--qformer-tokenizer", default=None, help="defaults to the --qformer folder")
+    build.add_argument("--llm", required=True, help="causal or seq2seq LLM folder")
+    build.add_argument("--gguf-file", default=None, help="GGUF file name inside --llm")
+    build.add_argument("--num-query-tokens", type=int, default=32)
+    build.add_argument("--cross-attention-frequency", type=int, default=2)
+    build.add_argument("--vision-feature-layer", type=int, default=-1)
+    build.add_argument("--no-qformer-text-input", action="store_true", help="BLIP-2-style ablation")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--output", required=True)
+    build.set_defaults(func=_cmd_build)
+
+    convert = commands.add_parser("convert", help="transformers' InstructBLIP layout <-> hf_instructblip")
+    convert.add_argument("source")
+    convert.add_argument("destination")
+    convert.add_argument("--to", choices=["hf_instructblip", "transformers"], default=None)
+    convert.set_defaults(func=_cmd_convert)
+
+    demo = commands.add_parser("demo", help="build a model from the shipped real parts and generate for a photo")
+    demo.add_argument("--output", default="outputs/demo-model")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"hf-instructblip {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

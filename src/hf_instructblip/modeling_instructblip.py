@@ -1,0 +1,415 @@
+"""InstructBLIP (Dai et al. 2023, arXiv 2305.06500): vision tower -> instruction-aware Q-Former -> projection -> LLM.
+
+The forward pass, as in the paper (PAPER.md §1):
+
+1. the (frozen) vision tower encodes each image or video frame; the tower's output LayerNorm (``ln_vision``,
+   trained) is applied to the chosen hidden state;
+2. the Q-Former reads ``[learned queries ; instruction]`` and cross-attends to the image: *difference with BLIP-2
+   here*, the instruction reaches the Q-Former, so the visual features depend on the task;
+3. a linear projection maps the query outputs to the LLM width; they replace the image placeholder tokens in the
+   LLM input (``num_query_tokens`` per image/frame);
+4. the (frozen) LLM, causal or encoder-decoder, produces the answer.
+
+Module and parameter names follow transformers' ``InstructBlipForConditionalGeneration`` so the released
+checkpoints load with no missing or unexpected keys. This file is pushed next to the weights for
+``trust_remote_code``; it imports nothing from the ``hf_instructblip`` package outside its two sibling files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers.generation import GenerationMixin
+from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_utils import PreTrainedModel
+from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
+from transformers.models.instructblip.modeling_instructblip import InstructBlipVisionModel
+
+from .configuration_instructblip import InstructBlipConfig
+from .modeling_qformer import InstructBlipQFormerModel, InstructBlipQFormerModelOutput
+
+__all__ = [
+    "InstructBlipForConditionalGeneration",
+    "InstructBlipForConditionalGenerationModelOutput",
+    "InstructBlipImageFeatures",
+    "InstructBlipPreTrainedModel",
+]
+
+# Vision towers that transformers' AutoModel does not map from their config's model_type.
+_VISION_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "instructblip_vision_model": InstructBlipVisionModel,
+    "blip_2_vision_model": Blip2VisionModel,
+}
+# Names of a vision tower's final LayerNorm, in order of preference (BLIP/CLIP/SigLIP, then ViT/DINOv2, ...).
+_VISION_NORM_NAMES = ("post_layernorm", "layernorm", "norm", "ln_post")
+
+
+def vision_model_from_config(config) -> PreTrainedModel:
+    """Instantiate (randomly initialised) the vision tower described by ``config``."""
+    cls = _VISION_MODEL_CLASSES.get(config.model_type)
+    if cls is not None:
+        return cls._from_config(config)
+    return AutoModel.from_config(config)
+
+
+def find_vision_norm(vision_model: nn.Module) -> str:
+    """Dotted name of the vision tower's output LayerNorm, the one InstructBLIP trains (PAPER.md §1: ``ln_vision``)."""
+    norms = {
+        name: module
+        for name, module in vision_model.named_modules()
+        if isinstance(module, nn.LayerNorm) and ".head." not in f".{name}."
+    }
+    for wanted in _VISION_NORM_NAMES:
+        matches = sorted((n for n in norms if n.rsplit(".", 1)[-1] == wanted), key=len)
+        if matches:
+            return matches[0]
+    raise ValueError(
+        f"Cannot find the output LayerNorm of vision tower {type(vision_model).__name__}: none of its LayerNorm "
+        f"modules is named one of {_VISION_NORM_NAMES}. InstructBLIP normalises the vision features before the "
+        "Q-Former; use a tower with a final LayerNorm."
+    )
+
+
+@dataclass
+class InstructBlipImageFeatures(ModelOutput):
+    """What the LLM receives for the images of a batch.
+
+    Args:
+        pooler_output: ``(B, T * Q, D_llm)`` projected query outputs, ``T`` images/frames of ``Q`` tokens each.
+        image_embeds: ``(B, T, N, D_vision)`` vision-tower features before the output LayerNorm (what
+            ``image_embeds=`` accepts and a feature cache stores).
+        qformer_outputs: The Q-Former's output, ``last_hidden_state`` of shape ``(B * T, Q, D_qformer)``.
+    """
+
+    pooler_output: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    qformer_outputs: InstructBlipQFormerModelOutput | None = None
+
+
+@dataclass
+class InstructBlipForConditionalGenerationModelOutput(ModelOutput):
+    """Output of [`InstructBlipForConditionalGeneration`].
+
+    Args:
+        loss: Language-modelling loss on the ``labels`` positions (returned when ``labels`` is given).
+        logits: The LLM's prediction scores.
+        image_features: ``(B, T * Q, D_llm)`` visual tokens given to the LLM.
+        language_model_outputs: The LLM's full output (past key values, hidden states, ...).
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    image_features: torch.Tensor | None = None
+    language_model_outputs: ModelOutput | None = None
+
+
+class InstructBlipPreTrainedModel(PreTrainedModel):
+    config: InstructBlipConfig
+    config_class = InstructBlipConfig
+    base_model_prefix = "instructblip"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _keep_in_fp32_modules = ["query_tokens"]
+    _no_split_modules = ["QFormerLayer", "QFormerEmbeddings"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, InstructBlipForConditionalGeneration):
+            # PAPER.md §1: query tokens start as normal(0, 0.02).
+            nn.init.normal_(module.query_tokens, mean=0.0, std=self.config.initializer_range)
+
+
+class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, GenerationMixin):
+    """InstructBLIP for instruction-following generation: any vision tower, the Q-Former, any LLM.
+
+    Example:
+
+    ```python
+    >>> from hf_instructblip import InstructBlipForConditionalGeneration
+    >>> model = InstructBlipForConditionalGeneration.from_pretrained("Salesforce/instructblip-flan-t5-xl")  # doctest: +SKIP
+    >>> out = model.generate(**inputs, max_new_tokens=20)  # doctest: +SKIP
+    ```
+    """
+
+    #: Trained by default (PAPER.md §1): everything else, i.e. the vision tower and the LLM, is frozen.
+    #: The vision tower's output LayerNorm is added per tower (see `trainable_module_names`).
+    _trainable_modules: tuple[str, ...] = ("query_tokens", "qformer", "language_projection")
+
+    def __init__(self, config: InstructBlipConfig):
+        super().__init__(config)
+        self.vision_model = vision_model_from_config(config.vision_config)
+        self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_config.hidden_size))
+        self.qformer = InstructBlipQFormerModel._from_config(config.qformer_config)
+        self.language_projection = nn.Linear(config.qformer_config.hidden_size, config.text_config.hidden_size)
+        lm_class = AutoModelForCausalLM if config.use_decoder_only_language_model else AutoModelForSeq2SeqLM
+        self.language_model = lm_class.from_config(config.text_config)
+        self.vision_norm_name = "vision_model." + find_vision_norm(self.vision_model)
+        self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As `PreTrainedModel.from_pretrained`, but safetensors only: pickled weights are refused."""
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("use_safetensors=False is not supported: hf_instructblip loads safetensors weights only.")
+        kwargs["use_safetensors"] = True
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    # ----- plumbing expected of a transformers model -------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.language_model.set_output_embeddings(new_embeddings)
+
+    def get_encoder(self, modality: str | None = None):
+        return self.language_model.get_encoder() if modality is None else super().get_encoder(modality=modality)
+
+    def get_decoder(self):
+        return self.language_model.get_decoder()
+
+    # ----- trainable-parameter policy --------------------------------------------------------------------------
+    def trainable_module_names(self) -> tuple[str, ...]:
+        """Names of the modules/parameters trained by default: Q-Former, queries, projection, vision LayerNorm."""
+        return (*self._trainable_modules, self.vision_norm_name)
+
+    def is_trainable_by_default(self, parameter_name: str) -> bool:
+        """Whether ``parameter_name`` (as in ``named_parameters()``) is trained by the paper's recipe."""
+        return any(parameter_name == m or parameter_name.startswith(m + ".") for m in self.trainable_module_names())
+
+    def apply_trainable_policy(self) -> list[str]:
+        """Freeze the vision tower and the LLM, unfreeze the rest (PAPER.md §1); return the trainable names."""
+        trainable = []
+        for name, param in self.named_parameters():
+            param.requires_grad_(self.is_trainable_by_default(name))
+            if param.requires_grad:
+                trainable.append(name)
+        return trainable
+
+    # ----- step 1-3: images -> visual tokens for the LLM ----------------------------------------------------------
+    def get_vision_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """Frozen part of the vision path: ``(N_img, C, H, W)`` -> ``(N_img, N, D_vision)``.
+
+        Returns hidden state ``config.vision_feature_layer`` of the tower, *before* its output LayerNorm (which
+        is trained). This is what ``image_embeds=`` accepts, so frozen features can be computed once and cached.
+        """
+        kwargs = {"interpolate_pos_encoding": True} if interpolate_pos_encoding else {}
+        outputs = self.vision_model(pixel_values=pixel_values, output_hidden_states=True, return_dict=True, **kwargs)
+        return outputs.hidden_states[self.config.vision_feature_layer]
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+    ) -> InstructBlipImageFeatures:
+        r"""Images (or precomputed vision features) + instruction -> visual tokens for the LLM.
+
+        Args:
+            pixel_values: ``(B, C, H, W)``, or ``(B, T, C, H, W)`` for ``T`` images/frames per sample.
+            qformer_input_ids: ``(B, L)`` instruction in the Q-Former tokenizer (ignored when
+                ``config.qformer_text_input`` is False).
+            qformer_attention_mask: ``(B, L)`` padding mask of ``qformer_input_ids``.
+            image_embeds: Instead of ``pixel_values``: ``(B, N, D_vision)`` or ``(B, T, N, D_vision)`` from
+                [`get_vision_features`]. Gives exactly the same result.
+            interpolate_pos_encoding: Let the vision tower interpolate its position embeddings for other sizes.
+        """
+        if (pixel_values is None) == (image_embeds is None):
+            raise ValueError("Pass exactly one of `pixel_values` and `image_embeds`.")
+        if pixel_values is not None:
+            if pixel_values.ndim not in (4, 5):
+                raise ValueError(
+                    f"pixel_values must have shape (B, C, H, W) or (B, T, C, H, W), got {tuple(pixel_values.shape)}."
+                )
+            frames = pixel_values if pixel_values.ndim == 5 else pixel_values[:, None]  # (B, T, C, H, W)
+            batch_size, num_frames = frames.shape[:2]
+            # step 1: frozen vision tower
+            image_embeds = self.get_vision_features(frames.flatten(0, 1), interpolate_pos_encoding)
+            image_embeds = image_embeds.unflatten(0, (batch_size, num_frames))  # (B, T, N, Dv)
+        else:
+            if image_embeds.ndim not in (3, 4):
+                raise ValueError(
+                    "image_embeds must have shape (B, N, D_vision) or (B, T, N, D_vision), got "
+                    f"{tuple(image_embeds.shape)}."
+                )
+            image_embeds = image_embeds if image_embeds.ndim == 4 else image_embeds[:, None]  # (B, T, N, Dv)
+            batch_size, num_frames = image_embeds.shape[:2]
+
+        vision_norm = self.get_submodule(self.vision_norm_name)
+        image_states = vision_norm(image_embeds.flatten(0, 1).to(vision_norm.weight.dtype))  # (B*T, N, Dv)
+
+        # step 2: the Q-Former. Difference with BLIP-2 here: the instruction is fed to the Q-Former too.
+        query_tokens = self.query_tokens.expand(batch_size * num_frames, -1, -1)  # (B*T, Q, Dq)
+        text_ids = text_mask = None
+        if self.config.qformer_text_input:
+            if qformer_input_ids is None:
+                raise ValueError(
+                    "qformer_input_ids is required: the instruction tokenised with the Q-Former tokenizer. "
+                    "(A BLIP-2-style model that ignores the instruction has config.qformer_text_input=False.)"
+                )
+            if qformer_input_ids.shape[0] != batch_size:
+                raise ValueError(
+                    f"qformer_input_ids has {qformer_input_ids.shape[0]} rows but there are {batch_size} samples "
+                    "of images."
+                )
+            text_ids = qformer_input_ids.repeat_interleave(num_frames, dim=0)  # each frame sees the instruction
+            if qformer_attention_mask is not None:
+                text_mask = qformer_attention_mask.repeat_interleave(num_frames, dim=0)
+        qformer_outputs = self.qformer(
+            query_embeds=query_tokens,
+            encoder_hidden_states=image_states,
+            input_ids=text_ids,
+            attention_mask=text_mask,
+        )
+        # step 3: project the query outputs to the LLM width; T frames -> T x Q visual tokens
+        features = self.language_projection(qformer_outputs.last_hidden_state)  # (B*T, Q, D_llm)
+        features = features.reshape(batch_size, num_frames * self.config.num_query_tokens, -1)  # (B, T*Q, D_llm)
+        return InstructBlipImageFeatures(
+            pooler_output=features, image_embeds=image_embeds, qformer_outputs=qformer_outputs
+        )
+
+    def merge_image_features(
+        self, input_ids: torch.Tensor, image_features: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """LLM input embeddings with the image placeholder tokens of ``input_ids`` replaced by ``image_features``.
+
+        Every sample must hold exactly as many placeholders as it has visual tokens (transformers' port silently
+        misaligns the features otherwise), and no placeholder position may carry a label.
+        """
+        image_token = self.config.image_token_index
+        if image_token is None:
+            raise ValueError(
+                "config.image_token_index is not set: the model cannot tell where the images go in input_ids."
+            )
+        if input_ids.shape[0] != image_features.shape[0]:
+            raise ValueError(
+                f"input_ids has {input_ids.shape[0]} samples but the images give features for "
+                f"{image_features.shape[0]} samples."
+            )
+        placeholder = input_ids == image_token  # (B, S)
+        counts = placeholder.sum(dim=-1)
+        expected = image_features.shape[1]
+        wrong = (counts != expected).nonzero()
+        if wrong.numel():
+            i = int(wrong[0, 0])
+            raise ValueError(
+                f"input_ids sample {i} holds {int(counts[i])} image placeholder tokens (id {image_token}) but its "
+                f"images give {expected} visual tokens ({expected // self.config.num_query_tokens} image(s)/frame(s) "
+                f"x {self.config.num_query_tokens} query tokens). Insert exactly {expected} placeholders (the "
+                "processor does)."
+            )
+        if labels is not None and labels.shape == input_ids.shape and bool((labels[placeholder] != -100).any()):
+            raise ValueError("labels must be -100 at image placeholder positions: the model cannot predict images.")
+        inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, S, D_llm)
+        return inputs_embeds.masked_scatter(placeholder[..., None], image_features.to(inputs_embeds.dtype))
+
+    # ----- step 4: the LLM ---------------------------------------------------------------------------------------
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        **kwargs,
+    ) -> InstructBlipForConditionalGenerationModelOutput:
+        r"""Images + instruction (+ target) -> LLM logits (and loss).
+
+        Args:
+            pixel_values: ``(B, C, H, W)`` or ``(B, T, C, H, W)``; or give ``image_embeds`` instead.
+            qformer_input_ids: ``(B, L)`` instruction in the Q-Former tokenizer.
+            qformer_attention_mask: ``(B, L)`` its padding mask.
+            input_ids: ``(B, S)`` LLM input with ``T x num_query_tokens`` image placeholders per sample.
+            attention_mask: ``(B, S)`` LLM padding mask.
+            decoder_input_ids: Encoder-decoder LLMs only; derived from ``labels`` when omitted.
+            decoder_attention_mask: Encoder-decoder LLMs only.
+            labels: Causal LLMs: ``(B, S)`` aligned with ``input_ids``, -100 on image, prompt and padding positions.
+                Encoder-decoder LLMs: ``(B, S_dec)`` target tokens.
+            image_embeds: Precomputed [`get_vision_features`] output, ``(B, N, D)`` or ``(B, T, N, D)``.
+            interpolate_pos_encoding: Let the vision tower interpolate its position embeddings.
+            kwargs: Passed on to the LLM (``use_cache``, ``past_key_values``, ``logits_to_keep``, ...).
+        """
+        if input_ids is None:
+            raise ValueError("input_ids is required: it says where the image tokens and the instruction go.")
+        image = self.get_image_features(
+            pixel_values, qformer_input_ids, qformer_attention_mask, image_embeds, interpolate_pos_encoding
+        )
+        decoder_only = self.config.use_decoder_only_language_model
+        inputs_embeds = self.merge_image_features(input_ids, image.pooler_output, labels if decoder_only else None)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        kwargs["return_dict"] = True
+        if decoder_only:
+            outputs = self.language_model(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
+            )
+        else:
+            outputs = self.language_model(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask,
+                labels=labels,
+                **kwargs,
+            )
+        return InstructBlipForConditionalGenerationModelOutput(
+            loss=outputs.loss,
+            logits=outputs.logits,
+            image_features=image.pooler_output,
+            language_model_outputs=outputs,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        **generate_kwargs,
+    ) -> torch.Tensor:
+        r"""Generate the answer with the LLM's own `generate` (all its decoding strategies and options).
+
+        Takes the same image/text inputs as [`forward`]. Without ``input_ids`` the prompt is just the image
+        tokens (plus BOS for causal LLMs). Returns token ids: for causal LLMs the prompt ids come first, as with
+        transformers' port.
+        """
+        image = self.get_image_features(
+            pixel_values, qformer_input_ids, qformer_attention_mask, image_embeds, interpolate_pos_encoding
+        )
+        features = image.pooler_output  # (B, T*Q, D_llm)
+        decoder_only = self.config.use_decoder_only_language_model
+        if input_ids is None:
+            start = [self.config.image_token_index] * features.shape[1]
+            bos = self.config.text_config.bos_token_id
+            if decoder_only and bos is not None:
+                start.append(bos)
+            input_ids = torch.tensor([start], dtype=torch.long, device=features.device).repeat(features.shape[0], 1)
+        inputs_embeds = self.merge_image_features(input_ids, features)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        inputs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        if decoder_only:
+            inputs["input_ids"] = input_ids
+        return self.language_model.generate(**inputs, **generate_kwargs)
