@@ -402,7 +402,7 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         decoder_only = self.config.use_decoder_only_language_model
         if input_ids is None:
             start = [self.config.image_token_index] * features.shape[1]
-            bos = self.config.text_config.bos_token_id
+            bos = getattr(self.config.text_config, "bos_token_id", None)
             if decoder_only and bos is not None:
                 start.append(bos)
             input_ids = torch.tensor([start], dtype=torch.long, device=features.device).repeat(features.shape[0], 1)

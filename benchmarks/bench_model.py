@@ -1,0 +1,310 @@
+"""Side-by-side speed of ``hf_instructblip`` and transformers' InstructBLIP: same weights, same inputs, one process.
+
+Run it with ``make bench`` or directly::
+
+    .venv/bin/python benchmarks/bench_model.py                      # full config, batch 1 and 8 (~5 min, 2 cores)
+    .venv/bin/python benchmarks/bench_model.py --quick              # tiny config: a smoke test of seconds
+    .venv/bin/python benchmarks/bench_model.py --repeats 9 --batch-sizes 1 4 8 --output benchmarks/results.md
+    .venv/bin/python benchmarks/bench_model.py --breakdown          # also: where the time goes, per component
+
+What it does:
+
+1. builds transformers' ``InstructBlipForConditionalGeneration`` with random weights on a small-but-real-sized
+   config (ViT 12x384, Q-Former 6x384, a SmolLM2-135M-shaped llama LLM, 32 query tokens), saves it to a temporary
+   folder and loads ``hf_instructblip``'s model from that folder, so both hold identical tensors (fp32, eval mode,
+   the default attention implementation, sdpa);
+2. checks, for every batch size, that the two agree (logits within 1e-4, identical greedy ids) and aborts if not:
+   a speed-up that changes the answer is not one;
+3. measures, at each batch size, the latency of one ``forward`` (under ``no_grad``) and the throughput of greedy
+   ``generate`` (16 new tokens, forced) in new tokens per second. Prompts are 32 image placeholders + 16 text
+   tokens; the Q-Former instruction has 16 tokens. Runs of the two models are interleaved (A B, then B A, ...)
+   after a warm-up so that drifts of a noisy machine hit both alike; each cell is the median of ``--repeats`` runs.
+
+The table's ``ratio`` is ours' speed over transformers' speed (transformers' latency / ours' latency for
+``forward``, ours' tokens/s / transformers' tokens/s for ``generate``): above 1 means ours is faster. The project
+asks for ratio >= 0.95. ``pair ratios`` gives the smallest and largest ratio of single interleaved A/B pairs, a
+rough idea of the noise. Speed is compared this way, side by side in one run; the tests never assert timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from torch import nn
+
+from hf_instructblip import InstructBlipForConditionalGeneration
+
+NEW_TOKENS = 16
+PROMPT_TEXT_TOKENS = 16
+QFORMER_TEXT_TOKENS = 16
+LOGITS_ATOL = 1e-4
+# Top-level submodules shared by both implementations (same names, since the weights load unchanged).
+COMPONENTS = ("vision_model", "qformer", "language_projection", "language_model")
+
+
+@dataclass
+class Row:
+    """One line of the result table; ``theirs``/``ours`` hold one measurement per repeat."""
+
+    metric: str
+    batch: int
+    unit: str
+    higher_is_better: bool
+    theirs: list[float]
+    ours: list[float]
+
+    @property
+    def ratio(self) -> float:
+        """Ours' speed over theirs' (> 1: ours faster), from the medians."""
+        theirs, ours = statistics.median(self.theirs), statistics.median(self.ours)
+        return ours / theirs if self.higher_is_better else theirs / ours
+
+    @property
+    def pair_ratios(self) -> list[float]:
+        if self.higher_is_better:
+            return [o / t for t, o in zip(self.theirs, self.ours)]
+        return [t / o for t, o in zip(self.theirs, self.ours)]
+
+
+# ----- the models ------------------------------------------------------------------------------------------------
+def build_config(quick: bool) -> transformers.InstructBlipConfig:
+    """The benchmark config: real-sized but small (full), or tiny (``--quick``, for smoke tests)."""
+    if quick:
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+        vision |= dict(image_size=28, patch_size=14)
+        qformer = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+        text = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1)
+        text |= dict(intermediate_size=96, vocab_size=512)
+    else:
+        # ViT 12x384 (a ViT-S-like tower), patch 14 as in the released EVA-CLIP towers: 256 patches + CLS.
+        vision = dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=12, num_attention_heads=6)
+        vision |= dict(image_size=224, patch_size=14)
+        qformer = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+        # SmolLM2-135M's shape.
+        text = dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3)
+        text |= dict(intermediate_size=1536, vocab_size=49153, rope_theta=100000.0)
+    qformer |= dict(cross_attention_frequency=2, vocab_size=30523 if not quick else 128)
+    # Ids below the image token; a pad id keeps generate from warning on every call.
+    text |= dict(model_type="llama", tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    return transformers.InstructBlipConfig(
+        vision_config=vision,
+        qformer_config=qformer,
+        text_config=text,
+        num_query_tokens=4 if quick else 32,
+        image_token_index=text["vocab_size"] - 1,
+    )
+
+
+def build_models(config: transformers.InstructBlipConfig, folder: Path) -> tuple[nn.Module, nn.Module]:
+    """transformers' model with random weights, and ours loaded from its ``save_pretrained`` folder."""
+    torch.manual_seed(0)
+    theirs = transformers.InstructBlipForConditionalGeneration(config)
+    theirs.save_pretrained(folder)
+    ours, info = InstructBlipForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
+    bad = {k: v for k, v in info.items() if v}
+    if bad:
+        sys.exit(f"ours did not load transformers' checkpoint cleanly: {bad}")
+    return theirs.eval(), ours.eval()
+
+
+def make_inputs(config: transformers.InstructBlipConfig, batch: int) -> dict[str, torch.Tensor]:
+    """Random images and prompts; no padding (every sample has the same length)."""
+    gen = torch.Generator().manual_seed(batch)
+    vision, text = config.vision_config, config.text_config
+    image_tokens = torch.full((batch, config.num_query_tokens), config.image_token_index)
+    # Text ids stay above the special ids and below the image token.
+    prompt = torch.randint(3, config.image_token_index, (batch, PROMPT_TEXT_TOKENS), generator=gen)
+    input_ids = torch.cat([image_tokens, prompt], dim=1)
+    qformer_ids = torch.randint(1, config.qformer_config.vocab_size, (batch, QFORMER_TEXT_TOKENS), generator=gen)
+    assert text.vocab_size > config.image_token_index
+    return {
+        "pixel_values": torch.randn(batch, 3, vision.image_size, vision.image_size, generator=gen),
+        "qformer_input_ids": qformer_ids,
+        "qformer_attention_mask": torch.ones_like(qformer_ids),
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+    }
+
+
+# ----- what is timed -----------------------------------------------------------------------------------------------
+def run_forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+def run_generate(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    kwargs = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+    with torch.no_grad():
+        return model.generate(**inputs, **kwargs)
+
+
+def verify(theirs: nn.Module, ours: nn.Module, inputs: dict[str, torch.Tensor]) -> None:
+    """Abort unless both models give the same logits and the same greedy ids."""
+    batch = inputs["input_ids"].shape[0]
+    diff = (run_forward(theirs, inputs) - run_forward(ours, inputs)).abs().max().item()
+    if diff > LOGITS_ATOL:
+        sys.exit(f"batch {batch}: logits differ by {diff:.2e} > {LOGITS_ATOL}; not timing models that disagree")
+    ids_theirs, ids_ours = run_generate(theirs, inputs), run_generate(ours, inputs)
+    if not torch.equal(ids_theirs, ids_ours):
+        sys.exit(f"batch {batch}: greedy generate ids differ; not timing models that disagree")
+    print(f"batch {batch}: outputs agree (max |logit diff| {diff:.1e}, identical greedy ids)", file=sys.stderr)
+
+
+def seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(
+    theirs: Callable[[], object], ours: Callable[[], object], repeats: int, warmup: int = 1
+) -> tuple[list[float], list[float]]:
+    """Wall times of ``repeats`` runs of each, alternating which goes first so drifts hit both alike."""
+    for _ in range(warmup):
+        theirs(), ours()
+    times_theirs, times_ours = [], []
+    for i in range(repeats):
+        if i % 2:
+            times_ours.append(seconds(ours))
+            times_theirs.append(seconds(theirs))
+        else:
+            times_theirs.append(seconds(theirs))
+            times_ours.append(seconds(ours))
+    return times_theirs, times_ours
+
+
+def bench_batch(theirs: nn.Module, ours: nn.Module, inputs: dict[str, torch.Tensor], repeats: int) -> list[Row]:
+    batch = inputs["input_ids"].shape[0]
+    fwd = interleaved(lambda: run_forward(theirs, inputs), lambda: run_forward(ours, inputs), repeats)
+    gen = interleaved(lambda: run_generate(theirs, inputs), lambda: run_generate(ours, inputs), repeats)
+    new_tokens = batch * NEW_TOKENS
+    return [
+        Row("forward latency", batch, "ms", False, *([t * 1e3 for t in ts] for ts in fwd)),
+        Row("generate throughput", batch, "new tokens/s", True, *([new_tokens / t for t in ts] for ts in gen)),
+    ]
+
+
+# ----- where the time goes ---------------------------------------------------------------------------------------
+@contextmanager
+def component_timer(model: nn.Module) -> Iterator[dict[str, float]]:
+    """Accumulate wall time spent inside each top-level component (hooks; the LLM is timed per decoding step)."""
+    totals = dict.fromkeys(COMPONENTS, 0.0)
+    starts: dict[str, float] = {}
+    handles = []
+    for name in COMPONENTS:
+        module = model.get_submodule(name)
+
+        def pre(_m: nn.Module, _a: object, name: str = name) -> None:
+            starts[name] = time.perf_counter()
+
+        def post(_m: nn.Module, _a: object, _o: object, name: str = name) -> None:
+            totals[name] += time.perf_counter() - starts[name]
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        yield totals
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def breakdown(model: nn.Module, fn: Callable[[], object], repeats: int) -> dict[str, float]:
+    """Median ms per component (and ``other``: glue, generation loop, ...) over ``repeats`` calls of ``fn``."""
+    samples: dict[str, list[float]] = {name: [] for name in (*COMPONENTS, "other", "total")}
+    for _ in range(repeats):
+        with component_timer(model) as totals:
+            total = seconds(fn)
+        for name, value in totals.items():
+            samples[name].append(value * 1e3)
+        samples["other"].append(total * 1e3 - sum(totals.values()) * 1e3)
+        samples["total"].append(total * 1e3)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def breakdown_table(theirs: nn.Module, ours: nn.Module, inputs: dict[str, torch.Tensor], repeats: int) -> str:
+    batch = inputs["input_ids"].shape[0]
+    lines = [
+        f"Where the time goes, batch {batch} (median ms; the LLM summed over decoding steps)",
+        "",
+        "| call | component | transformers | ours |",
+        "|---|---|---:|---:|",
+    ]
+    for call, fn in (("forward", run_forward), ("generate", run_generate)):
+        t = breakdown(theirs, lambda fn=fn: fn(theirs, inputs), repeats)
+        o = breakdown(ours, lambda fn=fn: fn(ours, inputs), repeats)
+        lines += [f"| {call} | {name} | {t[name]:.1f} | {o[name]:.1f} |" for name in t]
+    return "\n".join(lines)
+
+
+# ----- report ------------------------------------------------------------------------------------------------------
+def environment() -> str:
+    cpus = torch.get_num_threads()
+    return (
+        f"{platform.machine()} CPU, {cpus} torch threads, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}"
+    )
+
+
+def format_value(value: float, unit: str) -> str:
+    return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = [
+        "| metric | batch | transformers | ours | ratio (ours/transformers speed) | pair ratios (min-max) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        theirs = format_value(statistics.median(row.theirs), row.unit)
+        ours = format_value(statistics.median(row.ours), row.unit)
+        pairs = row.pair_ratios
+        lines.append(
+            f"| {row.metric} | {row.batch} | {theirs} | {ours} | {row.ratio:.3f} | {min(pairs):.2f}-{max(pairs):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per model and cell (median reported)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], metavar="B")
+    parser.add_argument("--quick", action="store_true", help="tiny config: a smoke test, numbers mean nothing")
+    parser.add_argument("--output", type=Path, help="also write the markdown report to this file")
+    parser.add_argument("--breakdown", action="store_true", help="also time each component (vision/Q-Former/LLM)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    config = build_config(args.quick)
+    with tempfile.TemporaryDirectory() as folder:
+        theirs, ours = build_models(config, Path(folder))
+    rows, extra = [], []
+    for batch in args.batch_sizes:
+        inputs = make_inputs(config, batch)
+        verify(theirs, ours, inputs)
+        rows += bench_batch(theirs, ours, inputs, args.repeats)
+        if args.breakdown:
+            extra.append(breakdown_table(theirs, ours, inputs, args.repeats))
+    config_name = "quick (tiny)" if args.quick else "full (ViT 12x384, Q-Former 6x384, SmolLM2-135M-shaped LLM)"
+    report = "\n\n".join(
+        [f"Config: {config_name}; {args.repeats} repeats, medians.", environment(), markdown_table(rows), *extra]
+    )
+    print(report)
+    if args.output:
+        args.output.write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()

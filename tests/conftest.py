@@ -1,0 +1,126 @@
+"""Shared tiny configs (hidden 32, 2 layers, image 30, patch 2) and reference models for the tests."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+import transformers
+
+from hf_instructblip import InstructBlipConfig, InstructBlipForConditionalGeneration
+
+IMAGE_TOKEN = 99
+NUM_QUERY = 4
+VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 30,
+    "patch_size": 2,
+}
+QFORMER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "vocab_size": 50}
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 100,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+}
+T5 = {
+    "model_type": "t5",
+    "d_model": 32,
+    "d_kv": 8,
+    "d_ff": 64,
+    "num_layers": 2,
+    "num_heads": 4,
+    "vocab_size": 100,
+    "decoder_start_token_id": 0,
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+}
+TEXT_CONFIGS = {"llama": LLAMA, "t5": T5}
+# Tiny vision towers of every family the config promises (all random).
+VISION_TOWERS = {
+    "instructblip_vision_model": VISION,
+    "clip_vision_model": VISION,
+    "siglip_vision_model": VISION,
+    "vit": VISION,
+    "dinov2": VISION,
+}
+
+
+def tiny_config(llm: str = "llama", vision_type: str = "instructblip_vision_model", **overrides) -> InstructBlipConfig:
+    return InstructBlipConfig(
+        vision_config={"model_type": vision_type, **VISION_TOWERS[vision_type]},
+        qformer_config=dict(QFORMER),
+        text_config=dict(TEXT_CONFIGS[llm]),
+        **{"num_query_tokens": NUM_QUERY, "image_token_index": IMAGE_TOKEN, **overrides},
+    )
+
+
+def perturb_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random init zeroes biases/query tokens; add noise so every weight matters in a comparison."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+    return model
+
+
+def tiny_model(llm: str = "llama", seed: int = 0, **overrides) -> InstructBlipForConditionalGeneration:
+    torch.manual_seed(seed)
+    return perturb_(InstructBlipForConditionalGeneration(tiny_config(llm, **overrides)), seed).eval()
+
+
+def make_inputs(llm: str = "llama", batch: int = 2, frames: int = 0, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Inputs in the layout the processor produces: image tokens first, text after; ragged Q-Former text."""
+    generator = torch.Generator().manual_seed(seed)
+    n_image = NUM_QUERY * max(frames, 1)
+    text = torch.randint(3, IMAGE_TOKEN, (batch, 5), generator=generator)
+    input_ids = torch.cat([torch.full((batch, n_image), IMAGE_TOKEN), text], dim=1)
+    qformer_input_ids = torch.randint(1, QFORMER["vocab_size"], (batch, 6), generator=generator)
+    qformer_attention_mask = torch.ones_like(qformer_input_ids)
+    qformer_attention_mask[0, 4:] = 0  # first sample is padded
+    qformer_input_ids[0, 4:] = 0
+    shape = (batch, frames, 3, 30, 30) if frames else (batch, 3, 30, 30)
+    inputs = {
+        "pixel_values": torch.randn(shape, generator=generator),
+        "qformer_input_ids": qformer_input_ids,
+        "qformer_attention_mask": qformer_attention_mask,
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+    }
+    if llm == "t5":
+        inputs["decoder_input_ids"] = torch.randint(3, IMAGE_TOKEN, (batch, 4), generator=generator)
+    return inputs
+
+
+@pytest.fixture(params=["llama", "t5"])
+def llm(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def reference_folder(tmp_path, llm):
+    """A folder written by transformers' own InstructBlipForConditionalGeneration (the official layout)."""
+    torch.manual_seed(0)
+    hf_config = transformers.InstructBlipConfig(
+        vision_config=VISION,
+        qformer_config=QFORMER,
+        text_config=TEXT_CONFIGS[llm],
+        num_query_tokens=NUM_QUERY,
+        image_token_index=IMAGE_TOKEN,
+    )
+    reference = perturb_(transformers.InstructBlipForConditionalGeneration(hf_config)).eval()
+    path = tmp_path / "official"
+    reference.save_pretrained(path)
+    return path, reference
