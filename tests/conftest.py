@@ -22,7 +22,13 @@ VISION = {
     "image_size": 30,
     "patch_size": 2,
 }
-QFORMER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "vocab_size": 50}
+QFORMER = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "vocab_size": 50,
+}
 LLAMA = {
     "model_type": "llama",
     "hidden_size": 32,

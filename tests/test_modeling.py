@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import IMAGE_TOKEN, NUM_QUERY, VISION_TOWERS, make_inputs, tiny_config, tiny_model
 from safetensors.torch import save_file
 
+from conftest import IMAGE_TOKEN, NUM_QUERY, VISION_TOWERS, make_inputs, tiny_config, tiny_model
 from hf_instructblip import InstructBlipConfig, InstructBlipForConditionalGeneration
 
 
@@ -97,7 +97,9 @@ def test_wrong_placeholder_count_is_a_clear_error(delta):
         ids[1, -1] = IMAGE_TOKEN  # one too many
     inputs["input_ids"] = ids
     expected = NUM_QUERY + delta
-    with pytest.raises(ValueError, match=rf"sample 1 holds {expected} image placeholder tokens .* give {NUM_QUERY} visual"):
+    with pytest.raises(
+        ValueError, match=rf"sample 1 holds {expected} image placeholder tokens .* give {NUM_QUERY} visual"
+    ):
         model(**inputs)
     with pytest.raises(ValueError, match="sample 1"):
         model.generate(**{k: v for k, v in inputs.items()}, max_new_tokens=2)
@@ -107,7 +109,9 @@ def test_frames_need_frames_times_query_placeholders():
     model = tiny_model()
     inputs = make_inputs(frames=2)
     inputs["input_ids"] = make_inputs()["input_ids"]  # only one frame's worth of placeholders
-    with pytest.raises(ValueError, match=rf"{NUM_QUERY} image placeholder tokens .* {2 * NUM_QUERY} visual tokens \(2 image"):
+    with pytest.raises(
+        ValueError, match=rf"{NUM_QUERY} image placeholder tokens .* {2 * NUM_QUERY} visual tokens \(2 image"
+    ):
         model(**inputs)
 
 
@@ -126,8 +130,14 @@ def test_bad_shapes_are_clear_errors():
     with pytest.raises(ValueError, match=r"pixel_values must have shape"):
         model(**dict(inputs, pixel_values=torch.randn(3, 30, 30)))
     with pytest.raises(ValueError, match="input_ids has 2 samples but the images give features for 1"):
-        model(**dict(inputs, pixel_values=inputs["pixel_values"][:1], qformer_input_ids=inputs["qformer_input_ids"][:1],
-                     qformer_attention_mask=inputs["qformer_attention_mask"][:1]))
+        model(
+            **dict(
+                inputs,
+                pixel_values=inputs["pixel_values"][:1],
+                qformer_input_ids=inputs["qformer_input_ids"][:1],
+                qformer_attention_mask=inputs["qformer_attention_mask"][:1],
+            )
+        )
     with pytest.raises(ValueError, match="qformer_input_ids has 1 rows"):
         model(**dict(inputs, qformer_input_ids=inputs["qformer_input_ids"][:1], qformer_attention_mask=None))
 
@@ -195,7 +205,9 @@ def test_default_trainable_set_is_the_papers():
     }
     assert trainable == expected
     assert "vision_model.post_layernorm.weight" in trainable
-    assert not any(n.startswith(("vision_model.embeddings", "vision_model.encoder", "language_model.")) for n in trainable)
+    assert not any(
+        n.startswith(("vision_model.embeddings", "vision_model.encoder", "language_model.")) for n in trainable
+    )
     for name, param in model.named_parameters():
         assert param.requires_grad == (name in expected)
 

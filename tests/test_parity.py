@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 import transformers
-from conftest import make_inputs, tiny_model
 
+from conftest import make_inputs, tiny_model
 from hf_instructblip import InstructBlipForConditionalGeneration
 from hf_instructblip.cli import main as cli_main
 from hf_instructblip.conversion import convert_checkpoint, export_to_transformers

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_inputs, tiny_model
 from transformers import BertConfig, BertModel
 
+from conftest import make_inputs, tiny_model
 from hf_instructblip import InstructBlipQFormerConfig, InstructBlipQFormerModel
 from hf_instructblip.conversion import qformer_config_from_bert, qformer_state_dict_from_bert
 
@@ -14,8 +14,14 @@ from hf_instructblip.conversion import qformer_config_from_bert, qformer_state_d
 def _qformer(attn: str = "sdpa", seed: int = 0) -> InstructBlipQFormerModel:
     torch.manual_seed(seed)
     config = InstructBlipQFormerConfig(
-        hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, vocab_size=50,
-        encoder_hidden_size=24, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        vocab_size=50,
+        encoder_hidden_size=24,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     config._attn_implementation = attn
     model = InstructBlipQFormerModel(config)
@@ -42,7 +48,9 @@ def test_only_query_outputs_are_returned():
 
 
 def test_cross_attention_layers_follow_frequency():
-    config = InstructBlipQFormerConfig(hidden_size=32, num_hidden_layers=5, num_attention_heads=4, cross_attention_frequency=2)
+    config = InstructBlipQFormerConfig(
+        hidden_size=32, num_hidden_layers=5, num_attention_heads=4, cross_attention_frequency=2
+    )
     model = InstructBlipQFormerModel(config)
     assert [layer.has_cross_attention for layer in model.encoder.layer] == [True, False, True, False, True]
     assert [hasattr(layer, "crossattention") for layer in model.encoder.layer] == [True, False, True, False, True]
@@ -52,7 +60,9 @@ def test_padding_is_masked():
     """Changing what sits under padding changes nothing; changing a real token changes the queries."""
     model = _qformer()
     queries, image, ids, mask = _qformer_inputs()
-    base = model(query_embeds=queries, encoder_hidden_states=image, input_ids=ids, attention_mask=mask).last_hidden_state
+    base = model(
+        query_embeds=queries, encoder_hidden_states=image, input_ids=ids, attention_mask=mask
+    ).last_hidden_state
     ids_pad = ids.clone()
     ids_pad[1, 3:] = 7
     padded = model(query_embeds=queries, encoder_hidden_states=image, input_ids=ids_pad, attention_mask=mask)
@@ -82,8 +92,12 @@ def test_eager_and_sdpa_agree():
 def test_output_attentions_and_hidden_states():
     queries, image, ids, mask = _qformer_inputs()
     out = _qformer("eager")(
-        query_embeds=queries, encoder_hidden_states=image, input_ids=ids, attention_mask=mask,
-        output_attentions=True, output_hidden_states=True,
+        query_embeds=queries,
+        encoder_hidden_states=image,
+        input_ids=ids,
+        attention_mask=mask,
+        output_attentions=True,
+        output_hidden_states=True,
     )
     assert len(out.hidden_states) == 4 and out.hidden_states[-1].shape == (2, 10, 32)
     assert len(out.attentions) == 3 and out.attentions[0].shape == (2, 4, 10, 10)
@@ -120,7 +134,9 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 def test_bert_initialisation_reproduces_bert_text_encoder():
     """BLIP-2 recipe: with no queries, a BERT-initialised Q-Former is that BERT (token types folded in)."""
     torch.manual_seed(0)
-    bert_config = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    bert_config = BertConfig(
+        vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
     bert = BertModel(bert_config, add_pooling_layer=False).eval()
     with torch.no_grad():
         bert.embeddings.token_type_embeddings.weight.normal_()

@@ -125,7 +125,7 @@ class InstructBlipConfig(PreTrainedConfig):
     attribute_map = {"image_token_id": "image_token_index"}
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="instructblip_vision_model"),
-        "qformer_config": InstructBlipQFormerConfig,
+        "qformer_config": SubConfigSpec(config_class=InstructBlipQFormerConfig),
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="t5"),
     }
 

@@ -106,6 +106,13 @@ def _copy_side_files(source: Path, destination: Path) -> None:
             shutil.copy2(item, target)
 
 
+def _saved_model_type(folder: Path, argument: str) -> str | None:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{argument}: {config_file} does not exist; expected a saved model folder.")
+    return json.loads(config_file.read_text()).get("model_type")
+
+
 def convert_checkpoint(source: str | os.PathLike, destination: str | os.PathLike, to: str | None = None) -> str:
     """Convert a saved folder between transformers' InstructBLIP layout and ours.
 
@@ -118,14 +125,11 @@ def convert_checkpoint(source: str | os.PathLike, destination: str | os.PathLike
         The format written.
     """
     source, destination = Path(source), Path(destination)
-    config_file = source / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"convert: {config_file} does not exist; `source` must be a saved model folder.")
-    model_type = json.loads(config_file.read_text()).get("model_type")
+    model_type = _saved_model_type(source, "convert")
     known = {TRANSFORMERS_MODEL_TYPE: "transformers", InstructBlipConfig.model_type: "hf_instructblip"}
     if model_type not in known:
         raise ValueError(
-            f"convert: {config_file} has model_type {model_type!r}; expected one of {sorted(known)} "
+            f"convert: {source / 'config.json'} has model_type {model_type!r}; expected one of {sorted(known)} "
             "(transformers' InstructBLIP or hf_instructblip)."
         )
     target = to or ("hf_instructblip" if known[model_type] == "transformers" else "transformers")
@@ -294,8 +298,8 @@ def build_model(
     vision_config, vision_model = _load_vision(vision)
     language_model, tokenizer = _load_llm(llm, llm_gguf_file)
     tokenizer.add_tokens([image_token], special_tokens=True)
-    image_token_index = tokenizer.convert_tokens_to_ids(image_token)
-    if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
+    image_token_index = int(tokenizer.convert_tokens_to_ids(image_token))  # type: ignore[arg-type]
+    if len(tokenizer) > language_model.get_input_embeddings().weight.shape[0]:  # type: ignore[operator,index]
         language_model.resize_token_embeddings(len(tokenizer))
 
     qformer_state: dict[str, torch.Tensor] = {}
@@ -308,7 +312,7 @@ def build_model(
         qformer_config = qformer
     else:
         qformer_source = Path(qformer)
-        source_type = AutoConfig.from_pretrained(qformer_source).model_type
+        source_type = _saved_model_type(qformer_source, "build_model(qformer=...)")
         if source_type == "bert":
             qformer_tokenizer = qformer_tokenizer or qformer_source
         elif source_type in (TRANSFORMERS_MODEL_TYPE, InstructBlipConfig.model_type):

@@ -69,7 +69,7 @@ def run_demo(output_dir: str | Path = "outputs/demo-model", instruction: str = "
         do_sample=False,
         repetition_penalty=1.5,
     )
-    text = tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()
+    text = str(tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)).strip()
     print(f"Photo: scikit-image astronaut ({image.width}x{image.height})")
     print(f"Instruction: {instruction}")
     print(f"Generated: {text}")

@@ -111,7 +111,7 @@ class InstructBlipPreTrainedModel(PreTrainedModel):
     config_class = InstructBlipConfig
     base_model_prefix = "instructblip"
     main_input_name = "pixel_values"
-    input_modalities = ("image", "text")
+    input_modalities = ["image", "text"]
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_attention_backend = True
@@ -239,7 +239,7 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
             # step 1: frozen vision tower
             image_embeds = self.get_vision_features(frames.flatten(0, 1), interpolate_pos_encoding)
             image_embeds = image_embeds.unflatten(0, (batch_size, num_frames))  # (B, T, N, Dv)
-        else:
+        elif image_embeds is not None:
             if image_embeds.ndim not in (3, 4):
                 raise ValueError(
                     "image_embeds must have shape (B, N, D_vision) or (B, T, N, D_vision), got "
@@ -249,7 +249,8 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
             batch_size, num_frames = image_embeds.shape[:2]
 
         vision_norm = self.get_submodule(self.vision_norm_name)
-        image_states = vision_norm(image_embeds.flatten(0, 1).to(vision_norm.weight.dtype))  # (B*T, N, Dv)
+        norm_dtype = next(vision_norm.parameters()).dtype
+        image_states = vision_norm(image_embeds.flatten(0, 1).to(norm_dtype))  # (B*T, N, Dv)
 
         # step 2: the Q-Former. Difference with BLIP-2 here: the instruction is fed to the Q-Former too.
         query_tokens = self.query_tokens.expand(batch_size * num_frames, -1, -1)  # (B*T, Q, Dq)
@@ -353,7 +354,8 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
             pixel_values, qformer_input_ids, qformer_attention_mask, image_embeds, interpolate_pos_encoding
         )
         decoder_only = self.config.use_decoder_only_language_model
-        inputs_embeds = self.merge_image_features(input_ids, image.pooler_output, labels if decoder_only else None)
+        features: torch.Tensor = image.pooler_output  # type: ignore[assignment]  # always set
+        inputs_embeds = self.merge_image_features(input_ids, features, labels if decoder_only else None)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         kwargs["return_dict"] = True
@@ -373,7 +375,7 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         return InstructBlipForConditionalGenerationModelOutput(
             loss=outputs.loss,
             logits=outputs.logits,
-            image_features=image.pooler_output,
+            image_features=features,
             language_model_outputs=outputs,
         )
 
@@ -398,7 +400,7 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         image = self.get_image_features(
             pixel_values, qformer_input_ids, qformer_attention_mask, image_embeds, interpolate_pos_encoding
         )
-        features = image.pooler_output  # (B, T*Q, D_llm)
+        features: torch.Tensor = image.pooler_output  # type: ignore[assignment]  # (B, T*Q, D_llm), always set
         decoder_only = self.config.use_decoder_only_language_model
         if input_ids is None:
             start = [self.config.image_token_index] * features.shape[1]

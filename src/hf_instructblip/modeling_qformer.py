@@ -218,6 +218,8 @@ class QFormerLayer(GradientCheckpointingLayer):
 class QFormerEmbeddings(nn.Module):
     """Word + absolute position embeddings for the instruction (positions from 0); queries get none."""
 
+    position_ids: torch.Tensor
+
     def __init__(self, config: InstructBlipQFormerConfig):
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
@@ -253,6 +255,14 @@ def _additive_padding_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
+class QFormerEncoder(nn.Module):
+    """Holds the layers (a module of its own so parameter names match the released checkpoints)."""
+
+    def __init__(self, config: InstructBlipQFormerConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(QFormerLayer(config, i) for i in range(config.num_hidden_layers))
+
+
 class InstructBlipQFormerPreTrainedModel(PreTrainedModel):
     config: InstructBlipQFormerConfig
     config_class = InstructBlipQFormerConfig
@@ -274,14 +284,15 @@ class InstructBlipQFormerModel(InstructBlipQFormerPreTrainedModel):
     def __init__(self, config: InstructBlipQFormerConfig):
         super().__init__(config)
         self.embeddings = QFormerEmbeddings(config)
-        self.encoder = nn.Module()
-        self.encoder.layer = nn.ModuleList(QFormerLayer(config, i) for i in range(config.num_hidden_layers))
+        self.encoder = QFormerEncoder(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        if not isinstance(value, nn.Embedding):
+            raise TypeError(f"The Q-Former's input embeddings must be an nn.Embedding, got {type(value).__name__}.")
         self.embeddings.word_embeddings = value
 
     def forward(
