@@ -130,3 +130,49 @@ def reference_folder(tmp_path, llm):
     path = tmp_path / "official"
     reference.save_pretrained(path)
     return path, reference
+
+
+# ----- real tokenizers (SmolLM2's from the GGUF, MiniLM's + [DEC]) for processor tests ---------------------------------
+@pytest.fixture(scope="session")
+def tokenizer_dirs(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from hf_instructblip.assets import SMOLLM2_GGUF_FILE, minilm_path, smollm2_dir
+
+    root = tmp_path_factory.mktemp("tokenizers")
+    AutoTokenizer.from_pretrained(smollm2_dir(), gguf_file=SMOLLM2_GGUF_FILE).save_pretrained(root / "llm")
+    qformer = AutoTokenizer.from_pretrained(minilm_path())
+    qformer.add_special_tokens({"bos_token": "[DEC]"})
+    qformer.save_pretrained(root / "qformer")
+    return root / "llm", root / "qformer"
+
+
+def make_processor(tokenizer_dirs, num_query_tokens: int = NUM_QUERY, image_size: int = 30, **kwargs):
+    from transformers import AutoTokenizer
+
+    from hf_instructblip import InstructBlipImageProcessor, InstructBlipProcessor
+
+    return InstructBlipProcessor(
+        InstructBlipImageProcessor(size={"height": image_size, "width": image_size}),
+        AutoTokenizer.from_pretrained(tokenizer_dirs[0]),
+        AutoTokenizer.from_pretrained(tokenizer_dirs[1]),
+        num_query_tokens=num_query_tokens,
+        **kwargs,
+    )
+
+
+def model_for(processor, llm: str = "llama", seed: int = 0) -> InstructBlipForConditionalGeneration:
+    """A tiny random model whose vocabularies match the processor's real tokenizers."""
+    vocab, pad = len(processor.tokenizer), processor.tokenizer.pad_token_id
+    text = dict(TEXT_CONFIGS[llm], vocab_size=vocab, pad_token_id=pad, eos_token_id=pad)
+    if llm == "t5":
+        text["decoder_start_token_id"] = pad
+    config = InstructBlipConfig(
+        vision_config={"model_type": "instructblip_vision_model", **VISION},
+        qformer_config=dict(QFORMER, vocab_size=len(processor.qformer_tokenizer)),
+        text_config=text,
+        num_query_tokens=processor.num_query_tokens,
+        image_token_index=processor.image_token_id,
+    )
+    torch.manual_seed(seed)
+    return perturb_(InstructBlipForConditionalGeneration(config), seed).eval()

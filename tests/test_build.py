@@ -13,18 +13,19 @@ import torch
 from transformers import (
     AutoModel,
     AutoModelForCausalLM,
+    AutoProcessor,
     AutoTokenizer,
     BertConfig,
     BertModel,
     LlamaConfig,
     LlamaForCausalLM,
+    pipeline,
 )
 
-from hf_instructblip import InstructBlipForConditionalGeneration
+from hf_instructblip import HfInstructBlipProcessor, InstructBlipForConditionalGeneration
 from hf_instructblip.assets import SMOLLM2_GGUF_FILE, minilm_path, smollm2_dir
 from hf_instructblip.cli import main as cli_main
 from hf_instructblip.conversion import build_model
-from hf_instructblip.demo import pixel_values_from_image
 
 TINY_VIT = {
     "model_type": "vit",
@@ -147,7 +148,8 @@ def test_real_minilm_and_smollm2_land_where_they_belong(real_built):
 
 
 @pytest.mark.slow
-def test_real_built_model_round_trips_and_generates_for_a_photo(real_built):
+def test_real_parts_processor_model_and_pipeline_on_photos(real_built):
+    """Processor from SmolLM2's GGUF tokenizer + MiniLM's tokenizer, model from the real parts, real photographs."""
     from PIL import Image
     from skimage import data
 
@@ -157,19 +159,18 @@ def test_real_built_model_round_trips_and_generates_for_a_photo(real_built):
         assert torch.equal(model.state_dict()[name], tensor), name
     assert model.language_model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()  # tied
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    instruction = "What is in the photo?"
-    ids = [model.config.image_token_index] * 8 + tokenizer(instruction, add_special_tokens=False).input_ids
-    qformer = built.qformer_tokenizer(instruction, return_tensors="pt")
-    pixel_values = pixel_values_from_image(Image.fromarray(data.coffee()), size=32)
-    out = model.generate(
-        pixel_values=pixel_values,
-        qformer_input_ids=qformer.input_ids,
-        qformer_attention_mask=qformer.attention_mask,
-        input_ids=torch.tensor([ids]),
-        max_new_tokens=5,
-        min_new_tokens=5,
-        do_sample=False,
-    )
-    assert out.shape == (1, len(ids) + 5)
-    assert tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True).strip()
+    processor = AutoProcessor.from_pretrained(path)
+    assert isinstance(processor, HfInstructBlipProcessor)
+    assert processor.chat_template == built.processor.chat_template
+    photos = [Image.fromarray(data.coffee()), Image.fromarray(data.astronaut()), Image.fromarray(data.chelsea())]
+    prompts = ["What is in the photo?", "Describe the image.", "Is there a cat?"]
+    inputs = processor(images=photos, text=prompts, padding=True, padding_side="left")
+    assert inputs["pixel_values"].shape == (3, 3, 32, 32)
+    generate = {"max_new_tokens": 5, "min_new_tokens": 5, "do_sample": False}
+    texts = processor.decode_generated(model.generate(**inputs, **generate), inputs["input_ids"])
+    assert len(texts) == 3 and all(texts)
+
+    pipe = pipeline("image-text-to-text", model=str(path))
+    assert isinstance(pipe.model, InstructBlipForConditionalGeneration)
+    result = pipe(images=photos[0], text=prompts[0], return_full_text=False, generate_kwargs=generate)
+    assert result[0]["generated_text"].strip() == texts[0]  # the pipeline = processor + generate, batch or not

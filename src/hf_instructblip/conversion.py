@@ -31,7 +31,9 @@ from transformers import (
 )
 
 from .configuration_instructblip import TRANSFORMERS_MODEL_TYPE, InstructBlipConfig, InstructBlipQFormerConfig
+from .image_processing_instructblip import InstructBlipImageProcessor
 from .modeling_instructblip import _VISION_MODEL_CLASSES, InstructBlipForConditionalGeneration
+from .processing_instructblip import HfInstructBlipProcessor
 
 __all__ = [
     "DEFAULT_IMAGE_TOKEN",
@@ -208,18 +210,24 @@ def qformer_state_dict_from_bert(bert_state: dict[str, torch.Tensor], num_layers
 # ----- build from parts ---------------------------------------------------------------------------------------------
 @dataclass
 class BuiltModel:
-    """A model built by [`build_model`] with the two tokenizers it needs."""
+    """A model built by [`build_model`] with the processor (image processor + both tokenizers) it needs."""
 
     model: InstructBlipForConditionalGeneration
-    tokenizer: PreTrainedTokenizerBase
-    qformer_tokenizer: PreTrainedTokenizerBase
+    processor: HfInstructBlipProcessor
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.processor.tokenizer
+
+    @property
+    def qformer_tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.processor.qformer_tokenizer
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write model, LLM tokenizer and Q-Former tokenizer (in ``qformer_tokenizer/``, the official layout)."""
+        """Write model and processor (Q-Former tokenizer in ``qformer_tokenizer/``, the official layout)."""
         path = Path(save_directory)
         self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        self.qformer_tokenizer.save_pretrained(path / QFORMER_TOKENIZER_SUBFOLDER)
+        self.processor.save_pretrained(path)
         return path
 
 
@@ -366,4 +374,13 @@ def build_model(
         raise ValueError(f"build_model: Q-Former initialiser has tensors the Q-Former lacks: {unexpected[:5]}")
     model.tie_weights()
     model.generation_config = copy.deepcopy(language_model.generation_config)
-    return BuiltModel(model=model.eval(), tokenizer=tokenizer, qformer_tokenizer=q_tokenizer)
+    image_size = getattr(vision_config, "image_size", 224)
+    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    processor = HfInstructBlipProcessor(
+        InstructBlipImageProcessor(size={"height": height, "width": width}),
+        tokenizer,
+        q_tokenizer,
+        num_query_tokens=config.num_query_tokens,
+        image_token=image_token,
+    )
+    return BuiltModel(model=model.eval(), processor=processor)

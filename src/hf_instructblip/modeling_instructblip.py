@@ -160,6 +160,13 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         kwargs["use_safetensors"] = True
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """As `PreTrainedModel.save_pretrained`; with remote code, `AutoModel` is mapped too (next to the auto class)."""
+        if self._auto_class is not None:
+            entry = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": entry}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     # ----- plumbing expected of a transformers model -------------------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -360,6 +367,13 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
             attention_mask = torch.ones_like(input_ids)
         kwargs["return_dict"] = True
         if decoder_only:
+            if (
+                "position_ids" not in kwargs
+                and "past_key_values" not in kwargs
+                and not bool(attention_mask[:, 0].all())
+            ):
+                # Left padding: positions count real tokens only, so a padded sample sees what it sees alone.
+                kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             outputs = self.language_model(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
             )
