@@ -8,9 +8,9 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
-from conftest import NUM_QUERY, make_processor
 from PIL import Image
 
+from conftest import NUM_QUERY, make_processor
 from hf_instructblip import to_rgb_image
 
 RGB = np.array([[[10, 20, 30], [200, 100, 50]], [[0, 0, 0], [255, 255, 255]]], dtype=np.uint8)  # (2, 2, 3)
@@ -44,47 +44,128 @@ def _ok():
 
 # (case id, processor kwargs built from the `files` fixture, exception, message pattern)
 ERROR_CASES = [
-    ("corrupt file", lambda f: {"images": [_ok(), f["corrupt"]], "text": ["a", "b"]}, ValueError,
-     r"`images` sample 1: cannot decode the image '.*corrupt\.jpg'"),
-    ("truncated file", lambda f: {"images": [f["truncated"]], "text": ["a"]}, ValueError,
-     r"`images` sample 0: cannot decode"),
-    ("corrupt bytes", lambda f: {"images": [_ok(), b"GIF89a garbage"], "text": ["a", "b"]}, ValueError,
-     r"`images` sample 1: cannot decode the image bytes"),
-    ("empty bytes", lambda f: {"images": [b""], "text": ["a"]}, ValueError, r"`images` sample 0: the image bytes are empty"),
-    ("missing path", lambda f: {"images": [_ok(), _ok(), str(f["missing"])], "text": ["a", "b", "c"]},
-     FileNotFoundError, r"`images` sample 2: image file '.*nope\.png' does not exist"),
-    ("empty text, no image", lambda f: {"text": ["fine", ""]}, ValueError,
-     r"`text` sample 1 is empty and there is no image"),
-    ("too long, no truncation", lambda f: {"images": [_ok(), _ok()], "text": ["a", "word " * 40], "max_length": 20},
-     ValueError, r"`text` sample 1 has \d+ tokens; with 4 image tokens that exceeds the maximum length 20"),
-    ("fewer images than prompts", lambda f: {"images": [_ok(), _ok()], "text": ["a", "b", "c"]}, ValueError,
-     r"`images` has 2 samples but `text` has 3 prompts"),
-    ("more images than one prompt", lambda f: {"images": [_ok(), _ok()], "text": "a"}, ValueError,
-     r"`images` has 2 images but `text` has 1 prompt.*nested list"),
-    ("empty frame list", lambda f: {"images": [[_ok()], []], "text": ["a", "b"]}, ValueError,
-     r"`images` sample 1 is an empty list of frames"),
-    ("ragged frame counts", lambda f: {"images": [[_ok()], [_ok(), _ok()]], "text": ["a", "b"]}, ValueError,
-     r"same number of frames \(sample 0: 1, sample 1: 2\)"),
-    ("bad frame inside a video", lambda f: {"images": [[_ok(), _ok()], [_ok(), f["corrupt"]]], "text": ["a", "b"]},
-     ValueError, r"`images` sample 1 frame 1: cannot decode"),
+    (
+        "corrupt file",
+        lambda f: {"images": [_ok(), f["corrupt"]], "text": ["a", "b"]},
+        ValueError,
+        r"`images` sample 1: cannot decode the image '.*corrupt\.jpg'",
+    ),
+    (
+        "truncated file",
+        lambda f: {"images": [f["truncated"]], "text": ["a"]},
+        ValueError,
+        r"`images` sample 0: cannot decode",
+    ),
+    (
+        "corrupt bytes",
+        lambda f: {"images": [_ok(), b"GIF89a garbage"], "text": ["a", "b"]},
+        ValueError,
+        r"`images` sample 1: cannot decode the image bytes",
+    ),
+    (
+        "empty bytes",
+        lambda f: {"images": [b""], "text": ["a"]},
+        ValueError,
+        r"`images` sample 0: the image bytes are empty",
+    ),
+    (
+        "missing path",
+        lambda f: {"images": [_ok(), _ok(), str(f["missing"])], "text": ["a", "b", "c"]},
+        FileNotFoundError,
+        r"`images` sample 2: image file '.*nope\.png' does not exist",
+    ),
+    (
+        "empty text, no image",
+        lambda f: {"text": ["fine", ""]},
+        ValueError,
+        r"`text` sample 1 is empty and there is no image",
+    ),
+    (
+        "too long, no truncation",
+        lambda f: {"images": [_ok(), _ok()], "text": ["a", "word " * 40], "max_length": 20},
+        ValueError,
+        r"`text` sample 1 has \d+ tokens; with 4 image tokens that exceeds the maximum length 20",
+    ),
+    (
+        "fewer images than prompts",
+        lambda f: {"images": [_ok(), _ok()], "text": ["a", "b", "c"]},
+        ValueError,
+        r"`images` has 2 samples but `text` has 3 prompts",
+    ),
+    (
+        "more images than one prompt",
+        lambda f: {"images": [_ok(), _ok()], "text": "a"},
+        ValueError,
+        r"`images` has 2 images but `text` has 1 prompt.*nested list",
+    ),
+    (
+        "empty frame list",
+        lambda f: {"images": [[_ok()], []], "text": ["a", "b"]},
+        ValueError,
+        r"`images` sample 1 is an empty list of frames",
+    ),
+    (
+        "ragged frame counts",
+        lambda f: {"images": [[_ok()], [_ok(), _ok()]], "text": ["a", "b"]},
+        ValueError,
+        r"same number of frames \(sample 0: 1, sample 1: 2\)",
+    ),
+    (
+        "bad frame inside a video",
+        lambda f: {"images": [[_ok(), _ok()], [_ok(), f["corrupt"]]], "text": ["a", "b"]},
+        ValueError,
+        r"`images` sample 1 frame 1: cannot decode",
+    ),
     ("no images list", lambda f: {"images": [], "text": ["a"]}, ValueError, r"`images` is an empty list"),
-    ("non-string text", lambda f: {"images": [_ok(), _ok()], "text": ["a", 3]}, TypeError,
-     r"`text` sample 1 must be a string, got int"),
+    (
+        "non-string text",
+        lambda f: {"images": [_ok(), _ok()], "text": ["a", 3]},
+        TypeError,
+        r"`text` sample 1 must be a string, got int",
+    ),
     ("text not a list", lambda f: {"text": 3.5}, TypeError, r"`text` must be a string or a list of strings"),
-    ("image of a wrong type", lambda f: {"images": [_ok(), 42], "text": ["a", "b"]}, TypeError,
-     r"`images` sample 1: expected a PIL image, a path, bytes, a NumPy array or a torch tensor; got int"),
-    ("array with 5 channels", lambda f: {"images": [np.zeros((8, 8, 5), np.uint8)], "text": ["a"]}, ValueError,
-     r"`images` sample 0: an image array needs 1, 3 or 4 channels"),
-    ("array of wrong rank", lambda f: {"images": [np.zeros((2, 8, 8, 3, 1), np.uint8)], "text": ["a"]}, ValueError,
-     r"`images` sample 0: an image array must have 2 or 3 dimensions"),
-    ("normalised float tensor", lambda f: {"images": [torch.randn(3, 8, 8) * 3], "text": ["a"]}, ValueError,
-     r"`images` sample 0: float pixel values must lie in \[0, 1\] or \[0, 255\]"),
-    ("NaN pixels", lambda f: {"images": [np.full((4, 4, 3), np.nan)], "text": ["a"]}, ValueError,
-     r"`images` sample 0: the image array holds NaN"),
-    ("empty array", lambda f: {"images": [np.zeros((0, 4, 3), np.uint8)], "text": ["a"]}, ValueError,
-     r"`images` sample 0: the image array is empty"),
-    ("placeholder typed by the user", lambda f: {"images": [_ok()], "text": ["look <image> here"]}, ValueError,
-     r"`text` sample 0 contains the image placeholder '<image>'"),
+    (
+        "image of a wrong type",
+        lambda f: {"images": [_ok(), 42], "text": ["a", "b"]},
+        TypeError,
+        r"`images` sample 1: expected a PIL image, a path, bytes, a NumPy array or a torch tensor; got int",
+    ),
+    (
+        "array with 5 channels",
+        lambda f: {"images": [np.zeros((8, 8, 5), np.uint8)], "text": ["a"]},
+        ValueError,
+        r"`images` sample 0: an image array needs 1, 3 or 4 channels",
+    ),
+    (
+        "array of wrong rank",
+        lambda f: {"images": [np.zeros((2, 8, 8, 3, 1), np.uint8)], "text": ["a"]},
+        ValueError,
+        r"`images` sample 0: an image array must have 2 or 3 dimensions",
+    ),
+    (
+        "normalised float tensor",
+        lambda f: {"images": [torch.randn(3, 8, 8) * 3], "text": ["a"]},
+        ValueError,
+        r"`images` sample 0: float pixel values must lie in \[0, 1\] or \[0, 255\]",
+    ),
+    (
+        "NaN pixels",
+        lambda f: {"images": [np.full((4, 4, 3), np.nan)], "text": ["a"]},
+        ValueError,
+        r"`images` sample 0: the image array holds NaN",
+    ),
+    (
+        "empty array",
+        lambda f: {"images": [np.zeros((0, 4, 3), np.uint8)], "text": ["a"]},
+        ValueError,
+        r"`images` sample 0: the image array is empty",
+    ),
+    (
+        "placeholder typed by the user",
+        lambda f: {"images": [_ok()], "text": ["look <image> here"]},
+        ValueError,
+        r"`text` sample 0 contains the image placeholder '<image>'",
+    ),
     ("video argument", lambda f: {"videos": [[_ok()]], "text": ["a"]}, ValueError, r"list of frames"),
     ("nothing at all", lambda f: {}, ValueError, r"Pass `images`, `text` or both"),
 ]
@@ -109,8 +190,11 @@ CONVERSION_CASES = [
     ("P", _mode("P"), np.asarray(_mode("P").convert("RGB"))),
     ("CMYK white", Image.new("CMYK", (2, 2), (0, 0, 0, 0)), np.full((2, 2, 3), 255, np.uint8)),
     ("CMYK black", Image.new("CMYK", (2, 2), (0, 0, 0, 255)), np.zeros((2, 2, 3), np.uint8)),
-    ("I;16 full range", Image.fromarray(np.array([[0, 65535], [32896, 257]], dtype=np.uint16)),
-     np.repeat(np.array([[0, 255], [128, 1]], np.uint8)[..., None], 3, axis=-1)),
+    (
+        "I;16 full range",
+        Image.fromarray(np.array([[0, 65535], [32896, 257]], dtype=np.uint16)),
+        np.repeat(np.array([[0, 255], [128, 1]], np.uint8)[..., None], 3, axis=-1),
+    ),
     ("numpy HWC uint8", RGB, RGB),
     ("numpy CHW uint8", RGB.transpose(2, 0, 1).copy(), RGB),
     ("numpy HWC float in [0, 1]", RGB / 255.0, RGB),

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import NUM_QUERY, make_processor, model_for
 from PIL import Image
 from transformers import AutoTokenizer, BlipImageProcessorPil
 
+from conftest import NUM_QUERY, make_processor, model_for
 from hf_instructblip import HfInstructBlipProcessor, InstructBlipImageProcessor
 
 PROMPTS = ["Hi", "What is in this picture? Tell me everything you see.", "Count the cats."]
@@ -187,7 +187,10 @@ def test_official_layout_processor_loads(tokenizer_dirs, tmp_path):
     assert ours.num_query_tokens == NUM_QUERY
     assert ours.qformer_tokenizer.bos_token == "[DEC]"
     image = _images(1)[0]
-    mine, theirs = ours(images=image, text="What is it?"), official(images=image, text="What is it?", return_tensors="pt")
+    mine, theirs = (
+        ours(images=image, text="What is it?"),
+        official(images=image, text="What is it?", return_tensors="pt"),
+    )
     torch.testing.assert_close(mine["pixel_values"], theirs["pixel_values"], atol=1e-6, rtol=0)
     assert torch.equal(mine["input_ids"], theirs["input_ids"])
     assert torch.equal(mine["qformer_input_ids"], theirs["qformer_input_ids"])

@@ -11,7 +11,6 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import make_processor, model_for, tiny_config
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import (
@@ -23,6 +22,7 @@ from transformers import (
     pipeline,
 )
 
+from conftest import make_processor, model_for, tiny_config
 from hf_instructblip import (
     HfInstructBlipProcessor,
     InstructBlipConfig,
@@ -88,7 +88,9 @@ def test_pipeline_image_text_to_text(saved, tmp_path):
     inputs = processor(images=photo, text="What is this?")
     expected = processor.decode_generated(model.generate(**inputs, **GENERATE), inputs["input_ids"])[0]
     assert result[0]["generated_text"].strip() == expected
-    chat = [{"role": "user", "content": [{"type": "image", "image": photo}, {"type": "text", "text": "What is this?"}]}]
+    chat = [
+        {"role": "user", "content": [{"type": "image", "image": photo}, {"type": "text", "text": "What is this?"}]}
+    ]
     result = pipe(text=chat, return_full_text=False, generate_kwargs=GENERATE)
     assert result[0]["generated_text"].strip() == expected
 
@@ -127,7 +129,9 @@ save_file({"logits": logits.contiguous(), "ids": model.generate(**inputs, **GENE
 def test_trust_remote_code_without_the_package(saved, tmp_path):
     path, model, processor = saved
     out = tmp_path / "remote.safetensors"
-    header = f"PATH = {str(path)!r}\nPHOTO = {str(tmp_path / 'photo.png')!r}\nOUT = {str(out)!r}\nGENERATE = {GENERATE!r}\n"
+    header = (
+        f"PATH = {str(path)!r}\nPHOTO = {str(tmp_path / 'photo.png')!r}\nOUT = {str(out)!r}\nGENERATE = {GENERATE!r}\n"
+    )
     env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
     result = subprocess.run(
         [sys.executable, "-c", header + textwrap.dedent(_HIDDEN_PACKAGE_SCRIPT)],
@@ -142,3 +146,20 @@ def test_trust_remote_code_without_the_package(saved, tmp_path):
     with torch.no_grad():
         assert torch.equal(remote["logits"], model(**inputs).logits)
     assert torch.equal(remote["ids"], model.generate(**inputs, **GENERATE))
+
+
+def test_cli_generate(saved, tmp_path, capsys):
+    from hf_instructblip.cli import main
+
+    path, model, processor = saved
+    photo = tmp_path / "photo.png"
+    assert (
+        main(["generate", str(path), "--image", str(photo), "--prompt", "What is this?", "--max-new-tokens", "4"]) == 0
+    )
+    inputs = processor(images=Image.open(photo), text="What is this?")
+    expected = processor.decode_generated(
+        model.generate(**inputs, max_new_tokens=4, do_sample=False), inputs["input_ids"]
+    )
+    assert capsys.readouterr().out.strip() == expected[0]
+    assert main(["generate", str(path), "--image", str(tmp_path / "missing.png")]) == 2
+    assert "sample 0: image file" in capsys.readouterr().err

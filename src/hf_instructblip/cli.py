@@ -2,6 +2,7 @@
 
 hf-instructblip build --vision vit.json --qformer <bert folder> --llm <llm folder> --output my-model
 hf-instructblip convert <official folder> <our folder>          # or back: --to transformers
+hf-instructblip generate my-model --image photo.jpg --prompt "What is in the photo?"
 hf-instructblip demo
 """
 
@@ -50,6 +51,21 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     print(f"Converted {args.source} -> {args.destination} ({written} format)")
 
 
+def _cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(args.model).eval()
+    processor = AutoProcessor.from_pretrained(args.model)
+    images = [list(args.image)] if len(args.image) > 1 else args.image[0]
+    inputs = processor(images=images, text=args.prompt)
+    with torch.no_grad():
+        output = model.generate(
+            **inputs, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=False
+        )
+    print(processor.decode_generated(output, inputs["input_ids"])[0])
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -81,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("destination")
     convert.add_argument("--to", choices=["hf_instructblip", "transformers"], default=None)
     convert.set_defaults(func=_cmd_convert)
+
+    generate = commands.add_parser("generate", help="answer a prompt about an image (several --image: frames)")
+    generate.add_argument("model", help="saved model folder (model + processor)")
+    generate.add_argument("--image", action="append", required=True, help="image path; repeat for frames")
+    generate.add_argument("--prompt", default="")
+    generate.add_argument("--max-new-tokens", type=int, default=30)
+    generate.add_argument("--num-beams", type=int, default=1)
+    generate.set_defaults(func=_cmd_generate)
 
     demo = commands.add_parser("demo", help="build a model from the shipped real parts and generate for a photo")
     demo.add_argument("--output", default="outputs/demo-model")
