@@ -46,7 +46,7 @@ def saved(tokenizer_dirs, tmp_path):
 
 
 def test_auto_classes_resolve_to_ours(saved):
-    path, model, _ = saved
+    path, _, _ = saved
     config = AutoConfig.from_pretrained(path)
     assert isinstance(config, InstructBlipConfig)
     assert isinstance(AutoConfig.for_model("hf_instructblip", num_query_tokens=8), InstructBlipConfig)

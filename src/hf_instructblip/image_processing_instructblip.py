@@ -175,7 +175,7 @@ class InstructBlipImageProcessor(PilBackend):
     do_normalize = True
     do_convert_rgb = True
 
-    def process_image(self, image: Any, *args: Any, **kwargs: Any) -> Image.Image:
+    def process_image(self, image: Any, *args: Any, **kwargs: Any) -> Image.Image:  # type: ignore[override]
         """Any supported input -> RGB PIL image (kept as PIL until the resize)."""
         return to_rgb_image(image, max_side=2 * max(self._target_size()))
 
