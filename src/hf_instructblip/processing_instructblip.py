@@ -86,6 +86,8 @@ class HfInstructBlipProcessor(ProcessorMixin):
     ```
     """
 
+    qformer_tokenizer: Any  # set by ProcessorMixin from the __init__ argument
+
     def __init__(
         self,
         image_processor: Any,
