@@ -27,7 +27,7 @@ from transformers.tokenization_utils_base import AddedToken
 
 from .image_processing_instructblip import to_rgb_image
 
-__all__ = ["DEFAULT_CHAT_TEMPLATE", "HfInstructBlipProcessor", "InstructBlipProcessor"]
+__all__ = ["DEFAULT_CHAT_TEMPLATE", "HfInstructBlipProcessor", "InstructBlipProcessor", "pad_sequences"]
 
 #: InstructBLIP uses no chat format (PAPER.md §1): the text parts of the messages, in order, separated by spaces;
 #: image parts are where the images come from (they go to the start of the prompt as placeholders).
@@ -49,6 +49,15 @@ _PADDING = {
     None: None,
     "max_length": "max_length",
 }
+
+
+def pad_sequences(sequences: list[list[int]], value: int, length: int, side: str = "right") -> list[list[int]]:
+    """Pad every sequence to ``length`` with ``value`` on one side (whole sequences: nothing goes in between)."""
+    if side not in ("left", "right"):
+        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}.")
+    if side == "left":
+        return [[value] * (length - len(s)) + s for s in sequences]
+    return [s + [value] * (length - len(s)) for s in sequences]
 
 
 def _is_image_like(value: Any) -> bool:
@@ -240,19 +249,28 @@ class HfInstructBlipProcessor(ProcessorMixin):
                 add_special_tokens,
             )
         )
+        data.update(self.qformer_inputs(texts, qformer_max_length))
+        if frames is not None:
+            data["pixel_values"] = self._pixel_values(frames, image_kwargs)
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def qformer_inputs(self, texts: list[str], max_length: int | None = None) -> dict[str, list[list[int]]]:
+        """Q-Former tokens: truncated from the left to ``max_length`` (default 128), padded on the right."""
         qformer = self.qformer_tokenizer(
             texts,
             truncation=True,
-            max_length=qformer_max_length or self.qformer_max_length,
+            max_length=max_length or self.qformer_max_length,
             padding="longest",
             padding_side="right",  # the Q-Former's position ids start at its first token
             return_token_type_ids=False,
         )
-        data["qformer_input_ids"] = qformer["input_ids"]
-        data["qformer_attention_mask"] = qformer["attention_mask"]
-        if frames is not None:
-            data["pixel_values"] = self._pixel_values(frames, image_kwargs)
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        return {"qformer_input_ids": qformer["input_ids"], "qformer_attention_mask": qformer["attention_mask"]}
+
+    def pixel_values(self, images: Any, **image_kwargs: Any) -> torch.Tensor:
+        """Pixel values for ``images`` (one image or one list of frames per sample), checked as in `__call__`."""
+        frames = self._frames(images, None)
+        assert frames is not None  # images is not None here
+        return self._pixel_values(frames, image_kwargs)
 
     def _llm_tokens(
         self,
@@ -302,16 +320,10 @@ class HfInstructBlipProcessor(ProcessorMixin):
         if pad_id is None and any(n < target for n in lengths):
             raise ValueError("The LLM tokenizer has no pad token; set tokenizer.pad_token before padding.")
         side = padding_side or self.tokenizer.padding_side
-        input_ids, attention_mask = [], []
-        for seq in sequences:
-            pad = target - len(seq)
-            if side == "left":
-                input_ids.append([pad_id] * pad + seq)
-                attention_mask.append([0] * pad + [1] * len(seq))
-            else:
-                input_ids.append(seq + [pad_id] * pad)
-                attention_mask.append([1] * len(seq) + [0] * pad)
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        return {
+            "input_ids": pad_sequences(sequences, pad_id, target, side),
+            "attention_mask": pad_sequences([[1] * n for n in lengths], 0, target, side),
+        }
 
     def _pixel_values(self, frames: list[list[Any]], image_kwargs: dict[str, Any]) -> torch.Tensor | np.ndarray:
         max_side = None
