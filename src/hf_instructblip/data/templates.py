@@ -1,0 +1,459 @@
+"""Instruction templates for every task family of InstructBLIP, and seeded per-example sampling.
+
+What it holds: `TEMPLATES`, 10-15 natural-language templates per task family of `schema.TASK_FAMILIES`, written as
+plain data at the top of this module (one block per family). It contains, verbatim, every template the paper
+publishes (PAPER.md §2: 13 captioning, 10 VQA, 6 question generation; the paper's ``{Question}``/``{Answer}`` are
+written ``{question}``/``{answer}`` here) and the video-QA zero-shot prompt ``Question: {question} Short answer:``.
+
+Placeholder contract (`TEMPLATE_FIELDS`); every template of a family uses exactly its family's fields, so whether a
+row renders never depends on which template the seed picks:
+
+| family                                                  | fields                   |
+|---------------------------------------------------------|--------------------------|
+| captioning                                              | none                     |
+| short_vqa, knowledge_vqa, ocr_vqa, video_qa             | ``{question}``           |
+| question_generation                                     | ``{answer}``             |
+| multiple_choice                                         | ``{question} {options}`` |
+| binary (``{question}``: yes/no question or statement)   | ``{question}``           |
+| classification (``{options}``: the class names)         | ``{options}``            |
+| visual_dialog (``{context}``: previous rounds as text)  | ``{context} {question}`` |
+| free_form (LLaVA-Instruct; ``{question}``: user turn)   | ``{question}``           |
+
+``{options}`` is filled with `format_options` ("(a) red (b) blue"). Fields a family does not use are ignored, so a
+converter may pass the same keyword arguments for every family.
+
+Short-answer bias (PAPER.md §2): the families in `SHORT_ANSWER_FAMILIES` mix templates that ask for a short answer
+("short", "briefly", "a few words", "no more than three words", "one word") with templates that do not, so the model
+ties brevity to the instruction instead of always answering briefly. Each block says which are which. Captioning is
+not in that set (its evaluation generates up to 80 tokens), but the paper's own captioning templates already mix
+"short"/"briefly" wordings with plain ones.
+
+OCR tokens (PAPER.md §2: "OCR tokens are added to the instruction after the phrase 'OCR tokens:'"): the paper's
+template table says the phrase comes right after the image query embeddings, i.e. *before* the templated
+instruction; the InstructBLIP-format TextVQA prompts used by later evaluation code start with "OCR tokens: " and end
+with "Question: ... Short answer:". `render_instruction` therefore builds ``"OCR tokens: a, b, c. <instruction>"``,
+which also keeps the answer cue ("Short answer:") next to the response. LAVIS never released this step. The Q-Former
+reads the instruction without the OCR block (`qformer_instruction`): this project's choice (the paper is silent), so
+its 128 tokens, truncated from the left, carry the task rather than a long token list.
+
+Sampling: `sample_template` picks ``TEMPLATES[family][k]`` with ``k = blake2b(f"{seed}/{index}") mod n``, a pure
+function of ``(seed, index)``: uniform over the family's templates, independent of call order, worker count and
+process, and stable across Python and NumPy versions (a `numpy.random.Generator` stream is not promised to be).
+
+Example:
+
+>>> from hf_instructblip.data.templates import render_instruction, qformer_instruction
+>>> ocr = ["Jane", "Austen"]
+>>> text = render_instruction("ocr_vqa", seed=0, index=3, question="Who wrote this book?", ocr_tokens=ocr)
+>>> text.startswith("OCR tokens: Jane, Austen. ")
+True
+>>> "OCR" in qformer_instruction(text, ocr)
+False
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import string
+from collections.abc import Sequence
+
+__all__ = [
+    "SHORT_ANSWER_FAMILIES",
+    "TEMPLATES",
+    "TEMPLATE_FIELDS",
+    "format_ocr_tokens",
+    "format_options",
+    "qformer_instruction",
+    "render_instruction",
+    "sample_template",
+]
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The templates (data). Order inside a family is part of the seeded sampling: append new templates, do not reorder.
+# ---------------------------------------------------------------------------------------------------------------------
+
+# COCO Caption, Web CapFilt, TextCaps, NoCaps, Flickr30K. The paper's 13 templates, verbatim.
+# Short wordings: 1, 2, 5, 8, 9, 10, 11, 12, 13; plain: 3, 4, 6, 7.
+_CAPTIONING = (
+    "A short image caption:",
+    "A short image description:",
+    "A photo of",
+    "An image that shows",
+    "Write a short description for the image.",
+    "Write a description for the photo.",
+    "Provide a description of what is presented in the photo.",
+    "Briefly describe the content of the image.",
+    "Can you briefly explain what you see in the image?",
+    "Could you use a few words to describe what you perceive in the photo?",
+    "Please provide a short depiction of the picture.",
+    "Using language, provide a short account of the image.",
+    "Use a few words to illustrate what is happening in the picture.",
+)
+
+# VQAv2, VizWiz, and visual reasoning (GQA). The paper's 10 VQA templates (1-10) verbatim, plus 2 plain ones.
+# Short: 3, 5, 6, 7, 8, 10; plain: 1, 2, 4, 9, 11, 12.
+_SHORT_VQA = (
+    "{question}",
+    "Question: {question}",
+    "{question} A short answer to the question is",
+    "Q: {question} A:",
+    "Question: {question} Short answer:",
+    "Given the image, answer the following question with no more than three words. {question}",
+    "Based on the image, respond to this question with a short answer: {question}. Answer:",
+    "Use the provided image to answer the question: {question} Provide your answer as short as possible:",
+    'What is the answer to the following question? "{question}"',
+    'The question "{question}" can be answered using the image. A short answer is',
+    "Look at the image and answer the question: {question}",
+    "Answer the following question about the image. {question} Answer:",
+)
+
+# OKVQA, A-OKVQA (open-ended), ScienceQA-style questions that need knowledge beyond the pixels.
+# Short: 3, 7, 8, 9, 10, 11; plain: 1, 2, 4, 5, 6, 12.
+_KNOWLEDGE_VQA = (
+    "{question}",
+    "Question: {question} Answer:",
+    "Question: {question} Short answer:",
+    "Q: {question} A:",
+    "Using the image and your general knowledge, answer the question: {question}",
+    "Answer the following question, which may need knowledge beyond what the image shows: {question}",
+    "Based on the image and what you know about the world, respond to this question with a short answer: {question}. "
+    "Answer:",
+    "Combine what you see in the picture with common sense to answer: {question} Answer briefly:",
+    'The question "{question}" needs both the image and outside knowledge. A short answer is',
+    'What is the answer to the following question about the image? "{question}" Answer in a few words.',
+    "Use the image and your knowledge of the world to answer the question: {question} "
+    "Provide your answer as short as possible:",
+    "Think about the image and the facts that relate to it, then answer: {question}",
+)
+
+# OCR-VQA, TextVQA: the answer is usually text written in the image (OCR tokens, when given, precede these).
+# Short: 3, 6, 7, 9, 10, 11; plain: 1, 2, 4, 5, 8, 12.
+_OCR_VQA = (
+    "{question}",
+    "Question: {question} Answer:",
+    "Question: {question} Short answer:",
+    "Read the text in the image to answer the question: {question}",
+    "The answer may be written in the image. {question}",
+    "Based on the text in the image, respond to this question with a short answer: {question}. Answer:",
+    "Look at the words and numbers in the picture and answer: {question} Answer in a few words:",
+    "Q: {question} A:",
+    "Use the text visible in the image to answer the question: {question} Provide your answer as short as possible:",
+    'The question "{question}" can be answered by reading the image. A short answer is',
+    "Given the image, answer the following question with no more than three words, using any text it contains. "
+    "{question}",
+    "Answer the following question using the text shown in the image: {question}",
+)
+
+# VQG versions of VQAv2, OKVQA, A-OKVQA. The paper's 6 templates (1-6) verbatim, plus 6 in the same style.
+_QUESTION_GENERATION = (
+    "Given the image, generate a question whose answer is: {answer}. Question:",
+    "Based on the image, provide a question with the answer: {answer}. Question:",
+    'Given the visual representation, create a question for which the answer is "{answer}".',
+    "From the image provided, craft a question that leads to the reply: {answer}. Question:",
+    "Considering the picture, come up with a question where the answer is: {answer}.",
+    "Taking the image into account, generate a question that has the answer: {answer}. Question:",
+    'Write a question about the image whose answer is "{answer}".',
+    "Look at the image and ask a question that can be answered with: {answer}. Question:",
+    "Generate a question about this picture. The answer to your question should be: {answer}. Question:",
+    "Answer: {answer}. What question about the image has this answer? Question:",
+    'Using the photo, formulate a question to which the correct reply is "{answer}".',
+    "Pose a question about the scene in the image that is answered by: {answer}. Question:",
+)
+
+# A-OKVQA (multiple choice), ScienceQA, IconQA. The target is the text of the right option, not its letter.
+# Template 1 is the paper's ScienceQA zero-shot prompt without its "Context:" part.
+_MULTIPLE_CHOICE = (
+    "Question: {question} Options: {options}. Answer:",
+    "{question} Options: {options}",
+    "{question} Choose one of the following: {options}",
+    "Answer the question by choosing from the options. Question: {question} Options: {options}. Answer:",
+    'Based on the image, which of the following answers the question "{question}"? {options}',
+    "Question: {question} Choices: {options}. Pick the correct choice:",
+    "Look at the image and select the best answer to the question. {question} {options}",
+    "{question} Select the correct answer from: {options}. Answer:",
+    "Given the image, choose the option that answers the question. Question: {question} Options: {options}",
+    "Here is a question about the image: {question} The candidate answers are {options}. The correct answer is",
+    "Read the question and the options, then answer using the image. Question: {question} Options: {options}. "
+    "Answer with one of the options:",
+    "Q: {question} Options: {options} A:",
+)
+
+# Yes/no questions (VQAv2 yes/no) and true/false statements (VSR, SNLI-VE-style); the answer is one word of the
+# verbaliser (yes/true, no/false), so every template reads for both a question and a statement.
+# Short: 6, 7, 9, 10; plain: 1, 2, 3, 4, 5, 8, 11, 12.
+_BINARY = (
+    "{question}",
+    "{question} Answer:",
+    "Based on the image, answer yes or no, or true or false: {question}",
+    "Look at the image. {question} Respond with yes/no or true/false.",
+    "Does the image support the following? {question} Answer:",
+    "Decide from the image: {question} Answer with one word:",
+    "Given the image, respond to the following with a single word (yes/no or true/false). {question}",
+    "{question} Answer based on the image with yes/no or true/false:",
+    "Using the picture, judge the following. {question} Short answer:",
+    'Consider the image and the following: "{question}" Your one-word verdict:',
+    "According to the image, what is the right response to the following: {question}",
+    "Verify with the image: {question} Answer:",
+)
+
+# HatefulMemes and user classification sets; {options} are the class names. Text in the image (a meme's caption)
+# goes in as OCR tokens.
+_CLASSIFICATION = (
+    "What is this image of? Options: {options}. Answer:",
+    "Classify the image into one of the following categories: {options}.",
+    "Which of these classes best describes the image? {options}",
+    "Choose the label that fits the image. Labels: {options}. Label:",
+    "Categories: {options}. The image belongs to the category",
+    "Look at the image and pick the right class from: {options}. Answer:",
+    "Assign this picture to one of the following classes: {options}. Class:",
+    "Given the options {options}, which one describes the image best?",
+    "Select the category of the image. Options: {options}",
+    "Here is an image. Its category, one of {options}, is",
+    "From the list {options}, which label applies to this image?",
+    "Identify the class of the image. Possible classes: {options}. Answer:",
+)
+
+# MSVD-QA, MSRVTT-QA, iVQA (4 frames, query outputs concatenated). Template 2 is the paper's zero-shot prompt.
+# Short: 2, 6, 7, 9, 10, 12; plain: 1, 3, 4, 5, 8, 11.
+_VIDEO_QA = (
+    "{question}",
+    "Question: {question} Short answer:",
+    "Question: {question} Answer:",
+    "Watch the video and answer the question: {question}",
+    "Based on the video, answer the following question: {question}",
+    "Given the video, answer the following question with no more than three words. {question}",
+    "Based on what happens in the video, respond to this question with a short answer: {question}. Answer:",
+    "Q: {question} A:",
+    'The question "{question}" is about the video clip. A short answer is',
+    "Use the frames of the video to answer the question: {question} Provide your answer as short as possible:",
+    'What is the answer to the following question about the video? "{question}"',
+    "Looking at the video, briefly answer: {question}",
+)
+
+# Visual Dialog: {context} holds the previous rounds as text (the caption counts as round 0, so it is never empty).
+_VISUAL_DIALOG = (
+    "{context} Question: {question} Answer:",
+    "Dialog history: {context} Question: {question} Answer:",
+    "Here is a conversation about the image. {context} Continue it by answering: {question}",
+    "{context} Q: {question} A:",
+    "Conversation so far: {context} Based on the image and the conversation, answer the next question: {question}",
+    "Given the image and the previous dialog: {context} Answer the follow-up question: {question}",
+    "Previous rounds: {context} Next question: {question} Answer:",
+    "Read the dialog about the image, then answer the last question. {context} {question}",
+    "Context: {context} Question: {question} Answer:",
+    "Chat history: {context} Now answer this question about the image: {question}",
+    "We are talking about this image. So far: {context} My next question: {question} Your answer:",
+    "Earlier questions and answers: {context} Taking them into account, respond to: {question}",
+)
+
+# LLaVA-Instruct-150K (detailed description, complex reasoning, conversation): the user turn is already an
+# instruction, so these are light wrappers that neither ask for brevity nor for detail.
+_FREE_FORM = (
+    "{question}",
+    "Look at the image and respond to the following. {question}",
+    "{question} Base your response on the image.",
+    "User request: {question} Response:",
+    "Instruction: {question} Response:",
+    "Here is a request about the image: {question} Please respond.",
+    "Using the image, address the following: {question}",
+    "Q: {question} A:",
+    "Read the instruction and answer it using the picture. {question}",
+    "{question} Answer according to what you see in the image:",
+    "Considering the image, reply to this: {question}",
+    "Respond to the user's message about the image. User: {question} Assistant:",
+)
+
+#: Task family (every name in `schema.TASK_FAMILIES`) -> its 10-15 templates.
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "captioning": _CAPTIONING,
+    "short_vqa": _SHORT_VQA,
+    "knowledge_vqa": _KNOWLEDGE_VQA,
+    "ocr_vqa": _OCR_VQA,
+    "question_generation": _QUESTION_GENERATION,
+    "multiple_choice": _MULTIPLE_CHOICE,
+    "binary": _BINARY,
+    "classification": _CLASSIFICATION,
+    "video_qa": _VIDEO_QA,
+    "visual_dialog": _VISUAL_DIALOG,
+    "free_form": _FREE_FORM,
+}
+
+#: Task family -> the placeholders its templates use (all of its templates use all of them).
+TEMPLATE_FIELDS: dict[str, frozenset[str]] = {
+    "captioning": frozenset(),
+    "short_vqa": frozenset({"question"}),
+    "knowledge_vqa": frozenset({"question"}),
+    "ocr_vqa": frozenset({"question"}),
+    "question_generation": frozenset({"answer"}),
+    "multiple_choice": frozenset({"question", "options"}),
+    "binary": frozenset({"question"}),
+    "classification": frozenset({"options"}),
+    "video_qa": frozenset({"question"}),
+    "visual_dialog": frozenset({"context", "question"}),
+    "free_form": frozenset({"question"}),
+}
+
+#: Families whose datasets favour short (one to three word) open-ended answers; their templates mix short-answer
+#: wordings with plain ones. Multiple choice and classification answer with an option's text (ranked, any length).
+SHORT_ANSWER_FAMILIES: frozenset[str] = frozenset({"short_vqa", "knowledge_vqa", "ocr_vqa", "video_qa", "binary"})
+
+_OCR_PHRASE = "OCR tokens:"
+_OCR_SEPARATOR = ". "  # between the OCR block and the instruction
+
+
+def _family_templates(family: str) -> tuple[str, ...]:
+    try:
+        return TEMPLATES[family]
+    except KeyError:
+        raise ValueError(f"unknown task family {family!r}; known families: {', '.join(TEMPLATES)}") from None
+
+
+def _placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+def _option_label(i: int) -> str:
+    """0 -> "a", 25 -> "z", 26 -> "aa": class lists (classification) can exceed 26 entries."""
+    label = ""
+    i += 1
+    while i:
+        i, rest = divmod(i - 1, 26)
+        label = chr(ord("a") + rest) + label
+    return label
+
+
+def format_options(options: Sequence[str]) -> str:
+    """Write answer options the ScienceQA way (PAPER.md §2): ``"(a) red (b) blue (c) green"``.
+
+    Args:
+        options: The candidate answers, in order. Surrounding whitespace is stripped.
+
+    Returns:
+        The options with letter labels, separated by single spaces; ``""`` for no options.
+
+    Raises:
+        ValueError: If ``options`` is a single string or an option is empty.
+    """
+    if isinstance(options, str):
+        raise ValueError(f"options must be a sequence of strings, got the single string {options!r}")
+    parts = []
+    for i, option in enumerate(options):
+        text = option.strip()
+        if not text:
+            raise ValueError(f"option {i} is empty (options: {list(options)!r})")
+        parts.append(f"({_option_label(i)}) {text}")
+    return " ".join(parts)
+
+
+def format_ocr_tokens(tokens: Sequence[str]) -> str:
+    """Write OCR tokens after the paper's phrase: ``"OCR tokens: tok1, tok2, tok3"``.
+
+    Args:
+        tokens: The OCR tokens of the image, in reading order. Whitespace is stripped; empty tokens are dropped
+            (OCR engines emit them for blank boxes).
+
+    Returns:
+        The OCR block, or ``""`` when no non-empty token remains.
+
+    Raises:
+        ValueError: If ``tokens`` is a single string (pass a list of tokens).
+    """
+    if isinstance(tokens, str):
+        raise ValueError(f"ocr_tokens must be a sequence of strings, got the single string {tokens!r}")
+    words = [token.strip() for token in tokens if token.strip()]
+    return f"{_OCR_PHRASE} {', '.join(words)}" if words else ""
+
+
+def sample_template(family: str, seed: int, index: int) -> str:
+    """Pick one template of ``family``, uniformly, as a pure function of ``(seed, index)``.
+
+    Args:
+        family: A task family (a key of `TEMPLATES`).
+        seed: The run's data seed; any integer.
+        index: The example's index in its dataset (or any per-example integer); any integer.
+
+    Returns:
+        The template string, placeholders unfilled.
+
+    Raises:
+        ValueError: If ``family`` is unknown (the message lists the known families).
+    """
+    templates = _family_templates(family)
+    key = f"{operator.index(seed)}/{operator.index(index)}".encode()
+    draw = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+    return templates[draw % len(templates)]  # modulo bias n / 2**64: negligible
+
+
+def render_instruction(
+    family: str,
+    *,
+    seed: int,
+    index: int,
+    question: str = "",
+    answer: str = "",
+    options: Sequence[str] = (),
+    context: str = "",
+    ocr_tokens: Sequence[str] = (),
+) -> str:
+    """Sample a template for one example and fill it in: the text the LLM sees.
+
+    Args:
+        family: A task family (a key of `TEMPLATES`).
+        seed: The run's data seed (see `sample_template`).
+        index: The example's index (see `sample_template`).
+        question: The question, statement (binary) or user turn (free_form).
+        answer: The answer a generated question must have (question_generation).
+        options: Answer options (multiple_choice) or class names (classification); written with `format_options`.
+        context: Previous dialog rounds as text (visual_dialog).
+        ocr_tokens: OCR tokens of the image. When any are given, ``"OCR tokens: a, b. "`` is put before the
+            templated instruction, i.e. right after the image queries, where the paper puts it.
+
+    Returns:
+        The instruction. Fields the family's templates do not use are ignored.
+
+    Raises:
+        ValueError: If ``family`` is unknown, or a field the sampled template needs is empty.
+    """
+    template = sample_template(family, seed, index)
+    fields = {
+        "question": question.strip(),
+        "answer": answer.strip(),
+        "options": format_options(options),
+        "context": context.strip(),
+    }
+    for name in sorted(_placeholders(template)):
+        if not fields.get(name):
+            raise ValueError(
+                f"task family {family!r} needs a non-empty `{name}` (template {template!r}); "
+                f"pass {name}=... to render_instruction"
+            )
+    instruction = template.format(**fields)
+    ocr = format_ocr_tokens(ocr_tokens)
+    return f"{ocr}{_OCR_SEPARATOR}{instruction}" if ocr else instruction
+
+
+def qformer_instruction(instruction: str, ocr_tokens: Sequence[str] = ()) -> str:
+    """The Q-Former's text: the instruction without its OCR block, so its 128 tokens carry the task.
+
+    Args:
+        instruction: An instruction from `render_instruction`.
+        ocr_tokens: The same OCR tokens that were passed to `render_instruction`.
+
+    Returns:
+        ``instruction`` with the leading ``"OCR tokens: .... "`` removed; unchanged when there are no OCR tokens.
+
+    Raises:
+        ValueError: If OCR tokens are given but ``instruction`` does not start with their block (the instruction
+            was built with other tokens, or without them).
+    """
+    ocr = format_ocr_tokens(ocr_tokens)
+    if not ocr:
+        return instruction
+    prefix = f"{ocr}{_OCR_SEPARATOR}"
+    if not instruction.startswith(prefix):
+        raise ValueError(
+            f"instruction {instruction[:80]!r} does not start with the OCR block {prefix[:80]!r}; "
+            "pass the ocr_tokens that were given to render_instruction"
+        )
+    return instruction[len(prefix) :]
