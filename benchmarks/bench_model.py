@@ -40,7 +40,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import transformers
@@ -56,6 +58,8 @@ LOGITS_ATOL = 1e-4
 MAX_OTHERS_SHARE = 0.10
 # Top-level submodules shared by both implementations (same names, since the weights load unchanged).
 COMPONENTS = ("vision_model", "qformer", "language_projection", "language_model")
+
+M = TypeVar("M")
 
 
 @dataclass
@@ -130,13 +134,12 @@ def build_models(config: transformers.InstructBlipConfig, folder: Path) -> tuple
 def make_inputs(config: transformers.InstructBlipConfig, batch: int) -> dict[str, torch.Tensor]:
     """Random images and prompts; no padding (every sample has the same length)."""
     gen = torch.Generator().manual_seed(batch)
-    vision, text = config.vision_config, config.text_config
+    vision = config.vision_config
     image_tokens = torch.full((batch, config.num_query_tokens), config.image_token_index)
     # Text ids stay above the special ids and below the image token.
     prompt = torch.randint(3, config.image_token_index, (batch, PROMPT_TEXT_TOKENS), generator=gen)
     input_ids = torch.cat([image_tokens, prompt], dim=1)
     qformer_ids = torch.randint(1, config.qformer_config.vocab_size, (batch, QFORMER_TEXT_TOKENS), generator=gen)
-    assert text.vocab_size > config.image_token_index
     return {
         "pixel_values": torch.randn(batch, 3, vision.image_size, vision.image_size, generator=gen),
         "qformer_input_ids": qformer_ids,
@@ -205,39 +208,37 @@ class LoadMeter:
         return max(0.0, busy / hz - own) / (total / hz), steal / total
 
 
-def interleaved(
-    theirs: Callable[[], object], ours: Callable[[], object], repeats: int, warmup: int = 1
-) -> tuple[list[float], list[float], int]:
-    """Wall times of ``repeats`` back-to-back pairs, alternating which goes first, and the number of pairs rerun.
+def interleaved(theirs: Callable[[], M], ours: Callable[[], M], repeats: int) -> tuple[list[M], list[M], int]:
+    """Measurements of ``repeats`` back-to-back pairs, alternating which goes first, and the number of pairs rerun.
 
-    Two torch threads on two cores slow down many times over when another process takes one core, so a pair
-    during which other work took more than MAX_OTHERS_SHARE of the CPUs is thrown away and run again (at most
-    ``repeats`` times in all, so a machine that never calms down still ends).
+    ``theirs``/``ours`` run one call and return its measurement. Two torch threads on two cores slow down many
+    times over when another process takes one core, so a pair during which other work took more than
+    MAX_OTHERS_SHARE of the CPUs is thrown away and run again (at most ``repeats`` times in all, so a machine that
+    never calms down still ends). One unmeasured pair first warms up caches and allocators.
     """
-    for _ in range(warmup):
-        theirs(), ours()
-    times_theirs: list[float] = []
-    times_ours: list[float] = []
+    theirs(), ours()
+    from_theirs: list[M] = []
+    from_ours: list[M] = []
     reruns = 0
-    while len(times_theirs) < repeats:
+    while len(from_theirs) < repeats:
         meter = LoadMeter()
-        if len(times_theirs) % 2:
-            t_ours, t_theirs = seconds(ours), seconds(theirs)
+        if len(from_theirs) % 2:
+            m_ours, m_theirs = ours(), theirs()
         else:
-            t_theirs, t_ours = seconds(theirs), seconds(ours)
+            m_theirs, m_ours = theirs(), ours()
         if sum(meter.shares()) > MAX_OTHERS_SHARE and reruns < repeats:
             reruns += 1
             continue
-        times_theirs.append(t_theirs)
-        times_ours.append(t_ours)
-    return times_theirs, times_ours, reruns
+        from_theirs.append(m_theirs)
+        from_ours.append(m_ours)
+    return from_theirs, from_ours, reruns
 
 
 def bench_batch(theirs: nn.Module, ours: nn.Module, inputs: dict[str, torch.Tensor], repeats: int) -> list[Row]:
     batch = inputs["input_ids"].shape[0]
-    t, o, reruns = interleaved(lambda: run_forward(theirs, inputs), lambda: run_forward(ours, inputs), repeats)
+    t, o, reruns = interleaved(*(partial(seconds, partial(run_forward, m, inputs)) for m in (theirs, ours)), repeats)
     forward = Row("forward latency", batch, "ms", False, [x * 1e3 for x in t], [x * 1e3 for x in o], reruns)
-    t, o, reruns = interleaved(lambda: run_generate(theirs, inputs), lambda: run_generate(ours, inputs), repeats)
+    t, o, reruns = interleaved(*(partial(seconds, partial(run_generate, m, inputs)) for m in (theirs, ours)), repeats)
     tokens = batch * NEW_TOKENS
     speeds = [tokens / x for x in t], [tokens / x for x in o]
     return [forward, Row("generate throughput", batch, "new tokens/s", True, *speeds, reruns)]
@@ -267,31 +268,28 @@ def component_timer(model: nn.Module) -> Iterator[dict[str, float]]:
             handle.remove()
 
 
-def breakdown(model: nn.Module, fn: Callable[[], object], repeats: int) -> dict[str, float]:
-    """Median ms per component (and ``other``: glue, generation loop, ...) over ``repeats`` calls of ``fn``."""
-    samples: dict[str, list[float]] = {name: [] for name in (*COMPONENTS, "other", "total")}
-    for _ in range(repeats):
-        with component_timer(model) as totals:
-            total = seconds(fn)
-        for name, value in totals.items():
-            samples[name].append(value * 1e3)
-        samples["other"].append(total * 1e3 - sum(totals.values()) * 1e3)
-        samples["total"].append(total * 1e3)
-    return {name: statistics.median(values) for name, values in samples.items()}
+def component_ms(model: nn.Module, fn: Callable[[nn.Module], object]) -> dict[str, float]:
+    """Milliseconds one ``fn(model)`` spends in each component, in ``other`` (glue, decoding loop) and in all."""
+    with component_timer(model) as totals:
+        total = seconds(partial(fn, model))
+    parts = {name: value * 1e3 for name, value in totals.items()}
+    return {**parts, "other": total * 1e3 - sum(parts.values()), "total": total * 1e3}
 
 
 def breakdown_table(theirs: nn.Module, ours: nn.Module, inputs: dict[str, torch.Tensor], repeats: int) -> str:
     batch = inputs["input_ids"].shape[0]
     lines = [
-        f"Where the time goes, batch {batch} (median ms; the LLM summed over decoding steps)",
+        f"Where the time goes, batch {batch} (median ms over interleaved runs; the LLM summed over decoding steps)",
         "",
         "| call | component | transformers | ours |",
         "|---|---|---:|---:|",
     ]
-    for call, fn in (("forward", run_forward), ("generate", run_generate)):
-        t = breakdown(theirs, lambda fn=fn: fn(theirs, inputs), repeats)
-        o = breakdown(ours, lambda fn=fn: fn(ours, inputs), repeats)
-        lines += [f"| {call} | {name} | {t[name]:.1f} | {o[name]:.1f} |" for name in t]
+    for call, run in (("forward", run_forward), ("generate", run_generate)):
+        fn = partial(run, inputs=inputs)
+        t, o, _ = interleaved(partial(component_ms, theirs, fn), partial(component_ms, ours, fn), repeats)
+        for name in t[0]:
+            t_ms, o_ms = (statistics.median(sample[name] for sample in runs) for runs in (t, o))
+            lines.append(f"| {call} | {name} | {t_ms:.1f} | {o_ms:.1f} |")
     return "\n".join(lines)
 
 
@@ -337,12 +335,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    transformers.utils.logging.disable_progress_bar()
-    config = build_config(args.quick)
-    with tempfile.TemporaryDirectory() as folder:
-        theirs, ours = build_models(config, Path(folder))
+def benchmark(args: argparse.Namespace, config: transformers.InstructBlipConfig, folder: Path) -> str:
+    """Build, verify and time both models; return the markdown report."""
+    theirs, ours = build_models(config, folder)
     rows, extra = [], []
     meter = LoadMeter()
     for batch in args.batch_sizes:
@@ -354,7 +349,15 @@ def main(argv: list[str] | None = None) -> None:
     load_note = load_summary(*meter.shares(), sum(row.reruns for row in rows))
     config_name = "quick (tiny)" if args.quick else "full (ViT 12x384, Q-Former 6x384, SmolLM2-135M-shaped LLM)"
     header = f"Config: {config_name}; {args.repeats} interleaved repeats per cell, medians."
-    report = "\n\n".join([header, environment(), markdown_table(rows), load_note, *extra])
+    return "\n\n".join([header, environment(), markdown_table(rows), load_note, *extra])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    transformers.utils.logging.disable_progress_bar()
+    # The folder outlives the models: from_pretrained maps the weights file rather than copying it.
+    with tempfile.TemporaryDirectory() as folder:
+        report = benchmark(args, build_config(args.quick), Path(folder))
     print(report)
     if args.output:
         args.output.write_text(report + "\n")

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
@@ -325,7 +324,7 @@ class HfInstructBlipProcessor(ProcessorMixin):
             "attention_mask": pad_sequences([[1] * n for n in lengths], 0, target, side),
         }
 
-    def _pixel_values(self, frames: list[list[Any]], image_kwargs: dict[str, Any]) -> torch.Tensor | np.ndarray:
+    def _pixel_values(self, frames: list[list[Any]], image_kwargs: dict[str, Any]) -> torch.Tensor:
         max_side = None
         size = getattr(self.image_processor, "size", None)
         if isinstance(size, dict) and size:

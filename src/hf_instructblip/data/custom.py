@@ -1,0 +1,140 @@
+"""Your own data -> unified instruction samples, in one call.
+
+```python
+from hf_instructblip.data.custom import to_instruction_dataset
+
+train = to_instruction_dataset(
+    "my_data/train.jsonl",                 # or a datasets.Dataset / IterableDataset, a .csv, .json or .parquet file
+    task_family="short_vqa",               # picks the paper's templates (see templates.py) and the converter
+    columns={"image": "image_path", "question": "q", "answer": "a"},  # unified role -> your column
+    name="my_vqa",
+)
+```
+
+Image paths in a file are resolved relative to the file's folder (or ``image_root``). Roles per family:
+captioning ``image`` + ``captions`` (a caption or a list); ``short_vqa`` / ``knowledge_vqa`` / ``ocr_vqa`` ``image`` +
+``question`` + ``answer`` or ``answers`` (+ ``ocr_tokens``); ``video_qa`` the same with ``frames`` (a list of frame
+images/paths) instead of ``image``; ``question_generation`` like VQA; ``multiple_choice`` ``image`` + ``question`` +
+``options`` + ``answer`` (the option's text) or ``answer_index``; ``binary`` / ``classification`` ``image`` + ``label``
+(index or name into ``candidates``) (+ ``question``); ``visual_dialog`` ``image`` + ``dialog``; ``free_form`` ``image``
++ ``conversations`` (LLaVA format).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import datasets
+
+from .registry import (
+    Converter,
+    DatasetSpec,
+    convert_captioning,
+    convert_classification,
+    convert_conversation,
+    convert_dataset,
+    convert_multiple_choice,
+    convert_question_generation,
+    convert_visual_dialog,
+    convert_vqa,
+)
+from .schema import TASK_FAMILIES, BadSampleReport, OnBadSample
+
+__all__ = ["FAMILY_CONVERTERS", "to_instruction_dataset"]
+
+#: The converter each task family's rows go through (shared with the registry's datasets).
+FAMILY_CONVERTERS: dict[str, Converter] = {
+    "captioning": convert_captioning,
+    "short_vqa": convert_vqa,
+    "knowledge_vqa": convert_vqa,
+    "ocr_vqa": convert_vqa,
+    "video_qa": convert_vqa,
+    "question_generation": convert_question_generation,
+    "multiple_choice": convert_multiple_choice,
+    "binary": convert_classification,
+    "classification": convert_classification,
+    "visual_dialog": convert_visual_dialog,
+    "free_form": convert_conversation,
+}
+_RANKED = frozenset({"multiple_choice", "binary", "classification", "visual_dialog"})
+_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def _load_file(path: Path) -> datasets.Dataset:
+    if not path.is_file():
+        raise FileNotFoundError(f"to_instruction_dataset: {path} does not exist.")
+    builder = _BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise ValueError(f"to_instruction_dataset: cannot read {path.name}; use one of {sorted(_BUILDERS)}.")
+    return datasets.load_dataset(builder, data_files=str(path), split="train")
+
+
+def to_instruction_dataset(
+    source: datasets.Dataset | datasets.IterableDataset | str | os.PathLike,
+    *,
+    task_family: str,
+    columns: Mapping[str, str | tuple[str, ...]],
+    name: str = "custom",
+    held_out: bool = False,
+    candidates: Sequence[str] | None = None,
+    zero_shot_prompt: str | None = None,
+    seed: int = 0,
+    image_root: str | os.PathLike | None = None,
+    on_bad_sample: OnBadSample = "raise",
+    report: BadSampleReport | None = None,
+) -> datasets.Dataset | datasets.IterableDataset:
+    r"""Map any dataset with named columns into the unified schema (`schema.INSTRUCTION_FEATURES`).
+
+    Args:
+        source: A ``datasets.Dataset`` / ``IterableDataset``, or a .jsonl/.json/.csv/.parquet file whose image
+            column holds paths.
+        task_family: One of `schema.TASK_FAMILIES`.
+        columns: Unified role -> your column name (see the module docstring for the roles of each family).
+        name: Dataset name stored in every sample (mixtures, reports and errors use it).
+        held_out: Mark the samples as held-out (zero-shot evaluation) data.
+        candidates: Class names / verbaliser for ``binary`` (default ``("no", "yes")``) and ``classification``.
+        zero_shot_prompt: Use this fixed prompt (fields in braces: ``{question}``, ``{options}``, ...) instead of
+            sampling the paper's templates (evaluation data).
+        seed: Seed of the per-row template sampling.
+        image_root: Folder for relative image paths (default: the file's folder).
+        on_bad_sample: ``"raise"`` (an error naming the dataset and row) or ``"skip"`` (counted in ``report``).
+        report: Where skipped rows are counted.
+    """
+    if task_family not in TASK_FAMILIES:
+        raise ValueError(
+            f"to_instruction_dataset: unknown task_family {task_family!r}; expected one of {TASK_FAMILIES}."
+        )
+    if task_family == "binary" and candidates is None:
+        candidates = ("no", "yes")
+    if task_family == "classification" and not candidates:
+        raise ValueError("to_instruction_dataset: task_family='classification' needs `candidates` (the class names).")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        source = _load_file(path)
+        image_root = image_root if image_root is not None else path.parent
+    spec = DatasetSpec(
+        name=name,
+        task_family=task_family,
+        paper_category="custom",
+        held_out=held_out,
+        hub_id=None,
+        hub_config=None,
+        splits={"train": "train", "eval": "eval"},
+        columns=dict(columns),
+        metric=None,
+        inference="rank" if task_family in _RANKED else "generate",
+        zero_shot_prompt=zero_shot_prompt,
+        convert=FAMILY_CONVERTERS[task_family],
+        candidates=tuple(candidates or ()),
+    )
+    return convert_dataset(
+        source,
+        spec,
+        seed=seed,
+        zero_shot=zero_shot_prompt is not None,
+        on_bad_sample=on_bad_sample,
+        report=report,
+        image_root=image_root,
+    )

@@ -1,0 +1,524 @@
+"""The 26-dataset registry: paper facts, every converter on its fixture, loading through `datasets`, bad rows.
+
+Fixtures (tests/fixtures/datasets/<name>.jsonl or .json) are 2-3 rows in each dataset's published column schema,
+with 8x8 PNGs in images/ referenced by relative path (resolved with ``image_root``); see the README there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+
+from hf_instructblip.data.registry import (
+    HELD_IN,
+    HELD_OUT,
+    METRICS,
+    REGISTRY,
+    DatasetSpec,
+    convert_rows,
+    convert_vqa,
+    get_spec,
+    load_instruction_dataset,
+    resolve_visdial,
+)
+from hf_instructblip.data.schema import INSTRUCTION_FEATURES, TASK_FAMILIES, BadSampleError, BadSampleReport
+from hf_instructblip.data.templates import render_instruction
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "datasets"
+GQA_IMAGES = {"n288870": "images/img_00.png", "n161313": "images/img_01.png"}
+VISDIAL_IMAGES = "images/visdial_{image_id}.png"
+
+# name -> (task family, paper category (PAPER.md §2 table), metric, inference); held-in first, held-out in §4 order.
+PAPER_TABLE = {
+    "coco_caption": ("captioning", "image captioning", "cider", "generate"),
+    "web_capfilt": ("captioning", "image captioning", None, "generate"),
+    "textcaps": ("captioning", "captioning + reading", "cider", "generate"),
+    "vqav2": ("short_vqa", "image QA", "vqa_accuracy", "generate"),
+    "okvqa": ("knowledge_vqa", "knowledge-grounded QA", "vqa_accuracy", "generate"),
+    "a_okvqa": ("multiple_choice", "knowledge-grounded QA", "accuracy", "rank"),
+    "ocr_vqa": ("ocr_vqa", "QA + reading (OCR)", "accuracy", "generate"),
+    "vqav2_qg": ("question_generation", "question generation", None, "generate"),
+    "okvqa_qg": ("question_generation", "question generation", None, "generate"),
+    "a_okvqa_qg": ("question_generation", "question generation", None, "generate"),
+    "llava_detail": ("free_form", "LLaVA-Instruct-150K", None, "generate"),
+    "llava_reasoning": ("free_form", "LLaVA-Instruct-150K", None, "generate"),
+    "llava_conversation": ("free_form", "LLaVA-Instruct-150K", None, "generate"),
+    "nocaps": ("captioning", "image captioning", "cider", "generate"),
+    "flickr30k": ("captioning", "image captioning", "cider", "generate"),
+    "gqa": ("short_vqa", "visual reasoning", "accuracy", "generate"),
+    "vsr": ("binary", "visual reasoning", "accuracy", "rank"),
+    "iconqa": ("multiple_choice", "visual reasoning", "accuracy", "rank"),
+    "textvqa": ("ocr_vqa", "QA + reading (OCR)", "vqa_accuracy", "generate"),
+    "visdial": ("visual_dialog", "visual conversation", "mrr", "rank"),
+    "hateful_memes": ("classification", "image classification", "auc", "rank"),
+    "vizwiz": ("short_vqa", "image QA", "vqa_accuracy", "generate"),
+    "scienceqa": ("multiple_choice", "knowledge-grounded QA", "accuracy", "rank"),
+    "msvd_qa": ("video_qa", "video QA", "accuracy", "rank"),
+    "msrvtt_qa": ("video_qa", "video QA", "accuracy", "rank"),
+    "ivqa": ("video_qa", "video QA", "ivqa_accuracy", "generate"),
+}
+NO_HUB_COPY = {"web_capfilt", "visdial", "msvd_qa", "msrvtt_qa", "ivqa"}
+
+# name -> (split, number of samples from the fixture, first target, first answers, first candidates)
+FIXTURE_CASES = {
+    "coco_caption": (
+        "train",
+        2,
+        "A red square on a white table.",
+        ["A red square on a white table.", "A small red block."],
+        [],
+    ),
+    "web_capfilt": ("train", 2, "a blue square on a dark background", ["a blue square on a dark background"], []),
+    "textcaps": (
+        "train",
+        2,
+        "A sign that says open 24 hours.",
+        ["A sign that says open 24 hours.", "An open sign."],
+        [],
+    ),
+    "vqav2": ("train", 2, "red", ["red", "red", "orange", "red", "red", "orange", "red", "red", "orange", "red"], []),
+    "okvqa": ("train", 2, "tennis", ["tennis", "tennis", "badminton"] * 3 + ["tennis"], []),
+    "a_okvqa": ("train", 2, "cab", ["cab", "cab", "taxi"] * 3 + ["cab"], ["skateboarder", "train", "delivery", "cab"]),
+    "ocr_vqa": ("train", 4, "Jane Austen", ["Jane Austen"], []),
+    "vqav2_qg": ("train", 2, "How many cats are there?", ["How many cats are there?"], []),
+    "okvqa_qg": ("train", 2, "What is the name of this famous tower?", ["What is the name of this famous tower?"], []),
+    "a_okvqa_qg": ("train", 2, "Why is the street wet?", ["Why is the street wet?"], []),
+    "llava_detail": (
+        "train",
+        2,
+        "The image shows a magenta square with one pixel of another colour.",
+        ["The image shows a magenta square with one pixel of another colour."],
+        [],
+    ),
+    "llava_reasoning": (
+        "train",
+        2,
+        "It looks like a colour swatch, perhaps to test a camera.",
+        ["It looks like a colour swatch, perhaps to test a camera."],
+        [],
+    ),
+    "llava_conversation": ("train", 3, "It is olive green.", ["It is olive green."], []),
+    "nocaps": (
+        "eval",
+        2,
+        "A teal square.",
+        ["A teal square.", "A square coloured teal.", "A small teal picture."],
+        [],
+    ),
+    "flickr30k": ("eval", 2, "An orange square.", ["An orange square.", "A small orange tile."], []),
+    "gqa": ("eval", 2, "yes", ["yes"], []),
+    "vsr": ("eval", 2, "true", ["true"], ["false", "true"]),
+    "iconqa": ("eval", 2, "5", ["5"], ["3", "5", "7"]),
+    "textvqa": ("eval", 2, "dakota", ["dakota", "dakota digital", "dakota"] * 3 + ["dakota"], []),
+    "visdial": ("eval", 3, "yes", ["yes"], ["yes", "no", "maybe", "red"]),
+    "hateful_memes": ("eval", 2, "yes", ["yes"], ["no", "yes"]),
+    "vizwiz": ("eval", 2, "basil leaves", ["basil leaves", "basil", "basil leaves"] * 3 + ["basil leaves"], []),
+    "scienceqa": (
+        "eval",
+        2,
+        "West Virginia",
+        ["West Virginia"],
+        ["West Virginia", "Louisiana", "Arizona", "Oklahoma"],
+    ),
+    "msvd_qa": ("eval", 2, "man", ["man"], []),
+    "msrvtt_qa": ("eval", 2, "car", ["car"], []),
+    "ivqa": ("eval", 2, "onion", ["onion", "onion", "shallot", "onion", "red onion"], []),
+}
+
+
+def fixture_rows(name: str) -> list[dict]:
+    """The fixture rows in the dataset's source format (VisDial: resolved from the official json)."""
+    jsonl = FIXTURES / f"{name}.jsonl"
+    if jsonl.exists():
+        return [json.loads(line) for line in jsonl.read_text().splitlines()]
+    data = json.loads((FIXTURES / f"{name}.json").read_text())
+    return resolve_visdial(data, image_name=VISDIAL_IMAGES) if name == "visdial" else data
+
+
+def fixture_file(name: str, tmp_path: Path) -> Path:
+    """A row-per-example file the json builder can read (VisDial's official json is resolved first)."""
+    if name != "visdial":
+        jsonl = FIXTURES / f"{name}.jsonl"
+        return jsonl if jsonl.exists() else FIXTURES / f"{name}.json"
+    path = tmp_path / "visdial_resolved.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in fixture_rows(name)))
+    return path
+
+
+def convert_kwargs(name: str) -> dict:
+    # LLaVA rows hold bare COCO file names (resolved against the spec's COCO root unless image_root is given).
+    root = FIXTURES / "images" if name.startswith("llava") else FIXTURES
+    return {"image_root": root, "image_lookup": GQA_IMAGES if name == "gqa" else None}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("hf_datasets_cache"))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The registry is the paper's table
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_registry_lists_exactly_the_papers_13_held_in_and_13_held_out_datasets():
+    assert len(HELD_IN) == 13 and len(HELD_OUT) == 13
+    assert list(REGISTRY) == [*HELD_IN, *HELD_OUT] == list(PAPER_TABLE)
+    assert all(not REGISTRY[name].held_out for name in HELD_IN)
+    assert all(REGISTRY[name].held_out for name in HELD_OUT)
+    # The paper's results order (PAPER.md §4).
+    assert HELD_OUT[:5] == ("nocaps", "flickr30k", "gqa", "vsr", "iconqa")
+
+
+@pytest.mark.parametrize("name", list(PAPER_TABLE))
+def test_family_category_metric_and_inference_follow_the_paper(name):
+    spec = get_spec(name)
+    family, category, metric, inference = PAPER_TABLE[name]
+    assert spec.name == name
+    assert (spec.task_family, spec.paper_category, spec.metric, spec.inference) == (
+        family,
+        category,
+        metric,
+        inference,
+    )
+    assert spec.task_family in TASK_FAMILIES and (spec.metric is None or spec.metric in METRICS)
+    assert spec.zero_shot_prompt, f"{name} needs a zero-shot prompt"
+    assert set(spec.splits) <= {"train", "eval"}
+    assert ("train" in spec.splits) != spec.held_out or "eval" in spec.splits  # held-out sets are evaluated only
+    if spec.held_out:
+        assert list(spec.splits) == ["eval"]
+
+
+def test_datasets_without_a_hub_copy_say_why():
+    assert {name for name, spec in REGISTRY.items() if spec.hub_id is None} == NO_HUB_COPY
+    for name in NO_HUB_COPY:
+        assert "Hub" in REGISTRY[name].notes, name
+
+
+def test_the_papers_three_zero_shot_prompts_are_used_verbatim():
+    assert get_spec("nocaps").zero_shot_prompt == "A short image description:"
+    assert get_spec("flickr30k").zero_shot_prompt == "A short image description:"
+    for name in ("msvd_qa", "msrvtt_qa", "ivqa"):
+        assert get_spec(name).zero_shot_prompt == "Question: {question} Short answer:"
+    prompt = "Context: {context} Question: {question} Options: {options}. Answer:"
+    assert get_spec("scienceqa").zero_shot_prompt == prompt
+
+
+def test_verbalisers_of_binary_and_classification_tasks():
+    assert get_spec("vsr").candidates == ("false", "true")
+    assert get_spec("hateful_memes").candidates == ("no", "yes")
+
+
+def test_unknown_name_lists_the_registered_ones_with_a_hint():
+    with pytest.raises(ValueError, match=r"unknown dataset 'text_vqa'\. Did you mean 'textvqa'\?.*Registered: coco"):
+        get_spec("text_vqa")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_instruction_dataset("imagenet", "eval")
+
+
+def test_spec_validation_rejects_unknown_family_metric_and_prompt_fields():
+    base = dict(get_spec("vqav2").__dict__)
+    with pytest.raises(ValueError, match="unknown task_family"):
+        DatasetSpec(**{**base, "task_family": "vqa"})
+    with pytest.raises(ValueError, match="unknown metric"):
+        DatasetSpec(**{**base, "metric": "bleu"})
+    with pytest.raises(ValueError, match="unknown fields"):
+        DatasetSpec(**{**base, "zero_shot_prompt": "Question: {query}"})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Every converter on its fixture
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(FIXTURE_CASES))
+def test_converter_turns_the_fixture_into_valid_unified_samples(name):
+    spec = get_spec(name)
+    _, count, target, answers, candidates = FIXTURE_CASES[name]
+    samples = list(convert_rows(fixture_rows(name), spec, zero_shot=spec.held_out, **convert_kwargs(name)))
+    assert len(samples) == count
+    first = samples[0]
+    assert (first["target"], first["answers"], first["candidates"]) == (target, answers, candidates)
+    assert all(s["dataset"] == name and s["held_out"] == spec.held_out for s in samples)
+    assert all(s["task_family"] == spec.task_family and s["instruction"] and s["target"] for s in samples)
+
+    ds = datasets.Dataset.from_list(samples, features=INSTRUCTION_FEATURES)
+    images = ds[0]["images"]
+    assert len(images) == (4 if spec.task_family == "video_qa" else 1)
+    assert images[0].size == (8, 8)
+
+
+@pytest.mark.parametrize("name", ["textvqa", "ocr_vqa"])
+@pytest.mark.parametrize("zero_shot", [False, True])
+def test_ocr_tokens_go_to_the_llm_but_not_to_the_qformer(name, zero_shot):
+    sample = next(convert_rows(fixture_rows(name), get_spec(name), zero_shot=zero_shot, image_root=FIXTURES))
+    assert sample["ocr_tokens"] and sample["instruction"].startswith("OCR tokens: ")
+    assert "OCR tokens" not in sample["qformer_text"]
+    assert sample["instruction"].endswith(sample["qformer_text"])
+
+
+def test_held_in_rows_get_seeded_templates_and_held_out_rows_the_zero_shot_prompt():
+    rows = fixture_rows("vqav2")
+    trained = list(convert_rows(rows, get_spec("vqav2"), seed=3, image_root=FIXTURES))
+    expected = [
+        render_instruction("short_vqa", seed=3, index=i, question=row["question"]) for i, row in enumerate(rows)
+    ]
+    assert [s["instruction"] for s in trained] == expected
+    assert [s["instruction"] for s in convert_rows(rows, get_spec("vqav2"), seed=3, image_root=FIXTURES)] == expected
+
+    sample = next(convert_rows(fixture_rows("scienceqa"), get_spec("scienceqa"), zero_shot=True, image_root=FIXTURES))
+    assert sample["instruction"] == (
+        "Context: N/A Question: Which of these states is farthest north? "
+        "Options: (a) West Virginia (b) Louisiana (c) Arizona (d) Oklahoma. Answer:"
+    )
+
+
+def test_iconqa_keeps_only_the_multi_text_choice_questions():
+    samples = list(convert_rows(fixture_rows("iconqa"), get_spec("iconqa"), zero_shot=True, image_root=FIXTURES))
+    assert [s["target"] for s in samples] == ["5", "8:00"]  # the choose_img row is not part of the benchmark
+
+
+def test_visual_dialog_gives_one_sample_per_round_with_the_history_as_context():
+    samples = list(convert_rows(fixture_rows("visdial"), get_spec("visdial"), zero_shot=True, image_root=FIXTURES))
+    assert [s["target"] for s in samples] == ["yes", "red", "no"]
+    assert samples[1]["instruction"] == (
+        "Dialog history: a red square on a plain background Q: is it sunny A: yes\n"
+        "Question: what color is the square Short answer:"
+    )
+    assert samples[1]["candidates"] == ["blue", "red", "no", "maybe"]
+
+
+def test_resolve_visdial_replaces_indices_with_text():
+    rows = resolve_visdial(json.loads((FIXTURES / "visdial.json").read_text()))
+    assert rows[0]["image"] == "VisualDialog_val2018_000000185565.jpg"
+    assert rows[0]["dialog"][0] == {
+        "question": "is it sunny",
+        "answer": "yes",
+        "answer_options": ["yes", "no", "maybe", "red"],
+        "gt_index": 0,
+    }
+    with pytest.raises(ValueError, match=r"not a VisDial v1\.0 json"):
+        resolve_visdial({"dialogs": []})
+
+
+def test_llava_conversation_concatenates_earlier_rounds_and_drops_the_image_mark():
+    samples = list(convert_rows(fixture_rows("llava_conversation"), get_spec("llava_conversation"), zero_shot=True))
+    assert samples[0]["instruction"] == "What colour is the square?"
+    assert (
+        samples[1]["instruction"]
+        == "Q: What colour is the square? A: It is olive green. Is there anything else in it?"
+    )
+    # The spec's image_root (the COCO train2017 server) resolves the bare file names.
+    assert samples[0]["images"] == ["http://images.cocodataset.org/train2017/img_08.png"]
+
+
+def test_video_rows_without_frames_explain_what_to_do():
+    row = {k: v for k, v in fixture_rows("msvd_qa")[0].items() if k != "frames"}
+    with pytest.raises(BadSampleError, match=r"'msvd_qa', row 0: missing field `frames`: video datasets need frames"):
+        list(convert_rows([row], get_spec("msvd_qa"), zero_shot=True))
+
+
+def test_answer_candidates_override_for_vocabulary_ranking():
+    samples = convert_rows(
+        fixture_rows("msvd_qa"), get_spec("msvd_qa"), image_root=FIXTURES, answer_candidates=["man", "dance"]
+    )
+    assert next(samples)["candidates"] == ["man", "dance"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading through datasets.load_dataset (json builder), map-style and streaming
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(FIXTURE_CASES))
+def test_load_instruction_dataset_reads_local_files_map_style_and_streaming(name, tmp_path, cache_dir):
+    spec = get_spec(name)
+    split, count, target, _, _ = FIXTURE_CASES[name]
+    files = str(fixture_file(name, tmp_path))
+    ds = load_instruction_dataset(name, split, data_files=files, cache_dir=cache_dir, **convert_kwargs(name))
+    assert isinstance(ds, datasets.Dataset) and ds.features == INSTRUCTION_FEATURES
+    assert len(ds) == count and ds[0]["target"] == target
+    stream = load_instruction_dataset(
+        name, split, data_files=files, streaming=True, cache_dir=cache_dir, **convert_kwargs(name)
+    )
+    assert isinstance(stream, datasets.IterableDataset)
+    streamed = list(stream)
+    assert [s["instruction"] for s in streamed] == ds["instruction"]
+    assert streamed[0]["images"][0].size == (8, 8)
+    # Held-out datasets default to the zero-shot prompt, held-in ones to sampled templates.
+    reference = next(convert_rows(fixture_rows(name), spec, zero_shot=spec.held_out, **convert_kwargs(name)))
+    assert ds[0]["instruction"] == reference["instruction"]
+
+
+def test_a_dict_of_data_files_must_name_the_split(cache_dir):
+    files = {"eval": str(FIXTURES / "vizwiz.jsonl")}
+    ds = load_instruction_dataset("vizwiz", "eval", data_files=files, image_root=FIXTURES, cache_dir=cache_dir)
+    assert len(ds) == 2
+    with pytest.raises(ValueError, match=r"data_files has splits \['eval'\], not 'train'"):
+        load_instruction_dataset("vizwiz", "train", data_files=files, cache_dir=cache_dir)
+
+
+def test_datasets_without_a_hub_copy_ask_for_local_files():
+    with pytest.raises(ValueError, match=r"ivqa has no public Hub copy.*data_files"):
+        load_instruction_dataset("ivqa", "eval")
+
+
+def test_unknown_split_is_reported_before_touching_the_hub():
+    with pytest.raises(ValueError, match=r"nocaps has splits \['eval'\] \(ours\), not 'train'"):
+        load_instruction_dataset("nocaps", "train")
+
+
+def test_gqa_from_local_files_needs_an_image_lookup(cache_dir):
+    with pytest.raises(ValueError, match=r"reference images by id .*image_lookup"):
+        load_instruction_dataset("gqa", "eval", data_files=str(FIXTURES / "gqa.jsonl"), cache_dir=cache_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad rows
+# ---------------------------------------------------------------------------------------------------------------------
+
+BAD_ROWS = [
+    ("vqav2", lambda row: row.pop("question"), "missing field `question`"),
+    ("vqav2", lambda row: row.update(question=7), "`question` must be a string, got int"),
+    ("vizwiz", lambda row: row.update(image={"bytes": b"not a png", "path": None}), "cannot be decoded"),
+    ("coco_caption", lambda row: row.update(sentences=[""]), "empty target"),
+    ("vsr", lambda row: row.update(label=3), r"`label` = 3 is not a label index"),
+    ("iconqa", lambda row: row.update(answer="9"), "answer '9' is not one of the options"),
+    ("a_okvqa", lambda row: row.update(correct_choice_idx=4), "is not an index into 4 options"),
+    ("ocr_vqa", lambda row: row["answers"].pop(), "3 questions but 2 answers"),
+    ("llava_detail", lambda row: row["conversations"][1].update(value=None), "conversation turn 1 must be"),
+]
+
+
+def _rows_with_bad_second_row(name, mutate):
+    rows = fixture_rows(name)
+    rows = [rows[0], json.loads(json.dumps(rows[0]))]  # row 1 is a copy of row 0 ...
+    mutate(rows[1])  # ... made bad
+    return rows
+
+
+@pytest.mark.parametrize(("name", "mutate", "reason"), BAD_ROWS)
+def test_bad_rows_raise_naming_dataset_and_row(name, mutate, reason):
+    rows = _rows_with_bad_second_row(name, mutate)
+    with pytest.raises(BadSampleError, match=rf"dataset '{name}', row 1: .*{reason}") as info:
+        list(convert_rows(rows, get_spec(name), image_root=FIXTURES))
+    assert (info.value.dataset, info.value.index) == (name, 1)
+
+
+@pytest.mark.parametrize(("name", "mutate", "reason"), BAD_ROWS)
+def test_bad_rows_are_skipped_and_counted(name, mutate, reason):
+    rows = _rows_with_bad_second_row(name, mutate)
+    report = BadSampleReport()
+    samples = list(convert_rows(rows, get_spec(name), image_root=FIXTURES, on_bad_sample="skip", report=report))
+    assert samples and all(s["dataset"] == name for s in samples)
+    assert report.total == 1
+    ((dataset, message),) = report.skipped
+    assert dataset == name and report.examples[(dataset, message)] == [1]
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_load_instruction_dataset_skips_and_counts_bad_rows(tmp_path, cache_dir, streaming):
+    rows = _rows_with_bad_second_row("vqav2", lambda row: row.pop("question"))
+    path = tmp_path / "vqav2_bad.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = BadSampleReport()
+    ds = load_instruction_dataset(
+        "vqav2",
+        "train",
+        data_files=str(path),
+        image_root=FIXTURES,
+        on_bad_sample="skip",
+        report=report,
+        streaming=streaming,
+        cache_dir=cache_dir,
+    )
+    assert len(list(ds)) == 1
+    assert report.total == 1 and "vqav2: 1 x missing field `question`" in report.summary()
+    with pytest.raises(BadSampleError, match="dataset 'vqav2', row 1: missing field `question`"):
+        list(
+            load_instruction_dataset(
+                "vqav2", "train", data_files=str(path), image_root=FIXTURES, streaming=streaming, cache_dir=cache_dir
+            )
+        )
+
+
+def test_converters_are_shared_by_task_shape():
+    converters = {spec.convert for spec in REGISTRY.values()}
+    assert len(converters) <= 8  # captioning, vqa, vqa per question, qg, mc, classification, dialog, conversation
+    assert {name for name, spec in REGISTRY.items() if spec.convert is convert_vqa} >= {
+        "vqav2",
+        "okvqa",
+        "gqa",
+        "textvqa",
+        "vizwiz",
+        "msvd_qa",
+        "msrvtt_qa",
+        "ivqa",
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The Hub path (the Hub is not reachable in tests: `datasets.load_dataset` is replaced by a recorder)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _FakeHub:
+    """Records load_dataset calls and serves fixture rows (GQA's image configuration as an Image column)."""
+
+    def __init__(self, name: str):
+        self.name, self.calls = name, []
+
+    def __call__(self, path, name=None, *, split, streaming=False, **kwargs):
+        self.calls.append((path, name, split, streaming, kwargs))
+        if name == "testdev_balanced_images":
+            features = datasets.Features({"id": datasets.Value("string"), "image": datasets.Image()})
+            table = {"id": list(GQA_IMAGES), "image": [str(FIXTURES / p) for p in GQA_IMAGES.values()]}
+            return datasets.Dataset.from_dict(table, features=features)
+        return datasets.Dataset.from_list(fixture_rows(self.name))
+
+
+def _image_paths(ds: datasets.Dataset) -> list[str]:
+    undecoded = ds.cast_column("images", datasets.Sequence(datasets.Image(decode=False)))
+    return [image["path"] for sample in undecoded for image in sample["images"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_call"),
+    [
+        ("scienceqa", ("lmms-lab/ScienceQA", "ScienceQA-IMG", "test", False, {})),
+        ("textvqa", ("lmms-lab/textvqa", None, "validation", False, {})),
+        (
+            "hateful_memes",
+            (
+                "neuralcatcher/hateful_memes",
+                None,
+                "validation",
+                False,
+                {"data_files": {"validation": "dev_seen.jsonl"}},
+            ),
+        ),
+    ],
+)
+def test_hub_loading_uses_the_specs_id_config_split_and_files(monkeypatch, name, expected_call):
+    hub = _FakeHub(name)
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    ds = load_instruction_dataset(name, "eval")
+    assert hub.calls == [expected_call]
+    assert len(ds) == FIXTURE_CASES[name][1] and ds.features == INSTRUCTION_FEATURES
+    if name == "hateful_memes":  # relative `img` paths resolve inside the Hub repo (read lazily via hf://)
+        assert _image_paths(ds)[0] == "hf://datasets/neuralcatcher/hateful_memes/images/img_07.png"
+
+
+def test_gqa_from_the_hub_looks_images_up_in_the_image_configuration(monkeypatch):
+    hub = _FakeHub("gqa")
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    ds = load_instruction_dataset("gqa", "eval")
+    assert [call[:3] for call in hub.calls] == [
+        ("lmms-lab/GQA", "testdev_balanced_images", "testdev"),
+        ("lmms-lab/GQA", "testdev_balanced_instructions", "testdev"),
+    ]
+    assert ds["target"] == ["yes", "green"] and ds[1]["images"][0].size == (8, 8)
+    assert ds[0]["instruction"] == "Question: Is the square red? Short answer:"
