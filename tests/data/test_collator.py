@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from conftest import NUM_QUERY, make_processor, model_for
+from hf_instructblip import to_rgb_image
 from hf_instructblip.data.collator import IGNORE_INDEX, InstructBlipDataCollator
 
 
@@ -118,3 +119,15 @@ def test_qformer_reads_qformer_text(processor):
     decoded = processor.qformer_tokenizer.decode(batch["qformer_input_ids"][0], skip_special_tokens=True)
     assert batch["qformer_input_ids"].shape[1] == 128 and decoded.split()[-1] == "w299"  # left truncation
     assert "ocr" not in decoded
+
+
+def test_images_of_any_mode_are_converted(processor):
+    rgb = np.random.RandomState(5).randint(0, 255, (30, 30, 3), dtype=np.uint8)
+    base = Image.fromarray(rgb)
+    modes = [base.convert(m) for m in ("L", "LA", "P", "RGBA", "CMYK", "I;16")]
+    samples = [{"images": [img], "instruction": "What?", "target": "x"} for img in modes]
+    batch = InstructBlipDataCollator(processor, decoder_only=True)(samples)
+    for i, img in enumerate(modes):
+        reference = processor.pixel_values([[to_rgb_image(img)]])  # the conversions test_bad_input.py checks
+        assert torch.equal(batch["pixel_values"][i], reference[0]), img.mode
+    assert torch.isfinite(batch["pixel_values"]).all()
