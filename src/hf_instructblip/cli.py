@@ -3,6 +3,7 @@
 hf-instructblip build --vision vit.json --qformer <bert folder> --llm <llm folder> --output my-model
 hf-instructblip convert <official folder> <our folder>          # or back: --to transformers
 hf-instructblip generate my-model --image photo.jpg --prompt "What is in the photo?"
+hf-instructblip evaluate my-model --datasets synthetic_yes_no gqa --output-dir results
 hf-instructblip demo
 """
 
@@ -66,6 +67,28 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     print(processor.decode_generated(output, inputs["input_ids"])[0])
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from .data.synthetic import SYNTHETIC_HELD_OUT
+    from .evaluation.harness import evaluate_zero_shot, results_table, write_results
+
+    model = AutoModelForImageTextToText.from_pretrained(args.model).eval()
+    processor = AutoProcessor.from_pretrained(args.model)
+    generation = {k: v for k, v in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens)) if v}
+    results = evaluate_zero_shot(
+        model,
+        processor,
+        args.datasets or list(SYNTHETIC_HELD_OUT),
+        batch_size=args.batch_size,
+        num_samples=args.num_samples,
+        generation=generation,
+    )
+    json_path, table_path = write_results(results, args.output_dir, model_name=str(args.model))
+    print(results_table(results))
+    print(f"Wrote {json_path} and {table_path}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -105,6 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-new-tokens", type=int, default=30)
     generate.add_argument("--num-beams", type=int, default=1)
     generate.set_defaults(func=_cmd_generate)
+
+    evaluate = commands.add_parser("evaluate", help="zero-shot evaluation with the paper's protocol and metrics")
+    evaluate.add_argument("model", help="saved model folder (model + processor)")
+    evaluate.add_argument(
+        "--datasets",
+        nargs="+",
+        default=None,
+        help="registry or synthetic names (default: the synthetic held-out tasks)",
+    )
+    evaluate.add_argument("--num-samples", type=int, default=None, help="per dataset (synthetic default: 200)")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--num-beams", type=int, default=None, help="override the paper's beam count")
+    evaluate.add_argument("--max-new-tokens", type=int, default=None)
+    evaluate.add_argument("--output-dir", default="outputs/eval")
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     demo = commands.add_parser("demo", help="build a model from the shipped real parts and generate for a photo")
     demo.add_argument("--output", default="outputs/demo-model")

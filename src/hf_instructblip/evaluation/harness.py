@@ -1,0 +1,281 @@
+"""The zero-shot evaluation protocol (PAPER.md §3): per dataset its prompt, inference method and metric.
+
+For every requested dataset (a name from the 26-dataset registry, a built-in synthetic task, or your own
+`datasets.Dataset` in the unified schema):
+
+* **generate** (captioning, open-ended VQA): batched beam search with the paper's settings (LAVIS defaults:
+  5 beams; captioning max 80 / min 10 new tokens; short-answer VQA max 10 with length penalty -1; otherwise max 256,
+  min 1, repetition penalty 1.5), all overridable; answers are stripped (the metrics normalise them);
+* **rank** (multiple choice, classification, binary, dialog, video QA): every candidate scored by its summed
+  log-likelihood (`ranking.rank_candidates`), the best one is the prediction;
+
+then its metric (VQA accuracy, CIDEr, accuracy, ROC-AUC, MRR). `write_results` stores ``results.json`` and a
+markdown table in the layout of the paper's Table 1 (held-out datasets in the paper's order, then the rest).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from tqdm.auto import tqdm
+
+from ..data.registry import REGISTRY, load_instruction_dataset
+from ..data.schema import BadSampleError
+from ..data.synthetic import SYNTHETIC_HELD_IN, SYNTHETIC_HELD_OUT, synthetic_dataset
+from .ranking import rank_candidates
+from .scoring import score_predictions
+
+__all__ = [
+    "PAPER_TABLE1_ORDER",
+    "EvalTask",
+    "evaluate_zero_shot",
+    "generation_settings",
+    "results_table",
+    "write_results",
+]
+
+#: The held-out columns of the paper's Table 1, in its order, with the paper's column titles.
+PAPER_TABLE1_ORDER: tuple[tuple[str, str], ...] = (
+    ("nocaps", "NoCaps"),
+    ("flickr30k", "Flickr30K"),
+    ("gqa", "GQA"),
+    ("vsr", "VSR"),
+    ("iconqa", "IconQA"),
+    ("textvqa", "TextVQA"),
+    ("visdial", "Visdial"),
+    ("hateful_memes", "HM"),
+    ("vizwiz", "VizWiz"),
+    ("scienceqa", "SciQA img"),
+    ("msvd_qa", "MSVD QA"),
+    ("msrvtt_qa", "MSRVTT QA"),
+    ("ivqa", "iVQA"),
+)
+
+# PAPER.md §3 (LAVIS defaults).
+_GENERATE_DEFAULT: dict[str, Any] = {
+    "num_beams": 5,
+    "max_new_tokens": 256,
+    "min_new_tokens": 1,
+    "repetition_penalty": 1.5,
+    "length_penalty": 1.0,
+}
+_GENERATE_BY_FAMILY: dict[str, dict[str, Any]] = {
+    "captioning": {"num_beams": 5, "max_new_tokens": 80, "min_new_tokens": 10},
+    "short_vqa": {"num_beams": 5, "max_new_tokens": 10, "min_new_tokens": 1, "length_penalty": -1.0},
+    "knowledge_vqa": {"num_beams": 5, "max_new_tokens": 10, "min_new_tokens": 1, "length_penalty": -1.0},
+    "ocr_vqa": {"num_beams": 5, "max_new_tokens": 10, "min_new_tokens": 1, "length_penalty": -1.0},
+    "video_qa": {"num_beams": 5, "max_new_tokens": 10, "min_new_tokens": 1, "length_penalty": -1.0},
+}
+# Synthetic tasks: short answers, exact-match accuracy; held-out ones are ranked over their candidates.
+_SYNTHETIC_METRIC = {"synthetic_captioning": "cider"}
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """How one dataset is evaluated."""
+
+    name: str
+    task_family: str
+    metric: str
+    inference: str  # "generate" | "rank"
+    held_out: bool
+
+
+def _task_for(name: str, sample: Mapping[str, Any]) -> EvalTask:
+    if name in REGISTRY:
+        spec = REGISTRY[name]
+        if spec.metric is None:
+            raise ValueError(f"dataset {name!r} has no metric in the paper; it is for training only.")
+        return EvalTask(name, spec.task_family, spec.metric, spec.inference, spec.held_out)
+    family = sample["task_family"]
+    ranked = bool(sample["candidates"])
+    metric = _SYNTHETIC_METRIC.get(name, "accuracy")
+    return EvalTask(name, family, metric, "rank" if ranked else "generate", bool(sample["held_out"]))
+
+
+def generation_settings(task_family: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The paper's generation settings for a task family, with ``overrides`` applied."""
+    settings = {**_GENERATE_DEFAULT, **_GENERATE_BY_FAMILY.get(task_family, {})}
+    settings.update(overrides or {})
+    settings.setdefault("do_sample", False)
+    return settings
+
+
+def _batches(dataset: datasets.Dataset, batch_size: int):
+    for start in range(0, len(dataset), batch_size):
+        yield start, dataset[start : start + batch_size]
+
+
+@torch.no_grad()
+def _generate(
+    model, processor, dataset: datasets.Dataset, task: EvalTask, batch_size: int, overrides, bar
+) -> list[str]:
+    settings = generation_settings(task.task_family, overrides)
+    predictions: list[str] = []
+    for _, batch in _batches(dataset, batch_size):
+        inputs = processor(
+            images=[list(images) for images in batch["images"]],
+            text=list(batch["instruction"]),
+            padding=True,
+            padding_side="left",
+        )
+        inputs["qformer_input_ids"], inputs["qformer_attention_mask"] = _qformer(processor, batch)
+        generated = model.generate(**inputs, **settings)
+        predictions.extend(processor.decode_generated(generated, inputs["input_ids"]))
+        bar.update(len(batch["instruction"]))
+    return predictions
+
+
+def _qformer(processor, batch: Mapping[str, list]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Q-Former reads ``qformer_text`` (e.g. without OCR tokens), not the LLM instruction."""
+    encoded = processor.qformer_inputs(list(batch["qformer_text"]))
+    return torch.tensor(encoded["qformer_input_ids"]), torch.tensor(encoded["qformer_attention_mask"])
+
+
+@torch.no_grad()
+def _rank(model, processor, dataset: datasets.Dataset, task: EvalTask, batch_size: int, bar) -> tuple[list, list]:
+    scores: list[list[float]] = []
+    predictions: list[int] = []
+    for start, batch in _batches(dataset, batch_size):
+        for offset, candidates in enumerate(batch["candidates"]):
+            if not candidates:
+                raise ValueError(f"dataset {task.name!r}, sample {start + offset}: the candidate list is empty.")
+        result = rank_candidates(
+            model,
+            processor,
+            [list(images) for images in batch["images"]],
+            list(batch["instruction"]),
+            list(batch["candidates"]),
+            qformer_prompts=list(batch["qformer_text"]),
+            batch_size=batch_size,
+            dataset=task.name,
+        )
+        scores.extend(result.scores)
+        predictions.extend(result.predictions)
+        bar.update(len(batch["instruction"]))
+    return scores, predictions
+
+
+def _score(
+    task: EvalTask, dataset: datasets.Dataset, predictions: list[str], scores: list[list[float]] | None
+) -> float:
+    references = [list(answers) or [target] for answers, target in zip(dataset["answers"], dataset["target"])]
+    return score_predictions(
+        task.metric,
+        task.name,
+        predictions,
+        references,
+        candidates=list(dataset["candidates"]),
+        candidate_scores=scores,
+    )
+
+
+@dataclass
+class DatasetResult:
+    """One dataset's result (``score`` on the metric's natural scale; the table shows x100 like the paper)."""
+
+    dataset: str
+    metric: str
+    inference: str
+    held_out: bool
+    num_samples: int
+    score: float
+    predictions: list[str] = field(default_factory=list)
+
+
+def _load(name: str, num_samples: int | None, seed: int) -> datasets.Dataset:
+    if name in SYNTHETIC_HELD_IN or name in SYNTHETIC_HELD_OUT:
+        return synthetic_dataset(name, num_samples or 200, seed=seed)
+    if name in REGISTRY:
+        dataset = load_instruction_dataset(name, "eval", zero_shot=True)
+        return dataset.select(range(min(num_samples, len(dataset)))) if num_samples else dataset
+    known = sorted(REGISTRY) + list(SYNTHETIC_HELD_IN + SYNTHETIC_HELD_OUT)
+    raise ValueError(f"unknown evaluation dataset {name!r}; known: {', '.join(known)}.")
+
+
+def evaluate_zero_shot(
+    model: Any,
+    processor: Any,
+    datasets_to_run: Sequence[str] | Mapping[str, datasets.Dataset],
+    *,
+    batch_size: int = 8,
+    num_samples: int | None = None,
+    generation: Mapping[str, Any] | None = None,
+    seed: int = 1234,
+    progress: bool = True,
+) -> dict[str, DatasetResult]:
+    """Evaluate ``model`` zero-shot on each dataset; returns dataset name -> result.
+
+    Args:
+        model: An `InstructBlipForConditionalGeneration` (put in eval mode here).
+        processor: Its processor.
+        datasets_to_run: Names (registry datasets load their eval split from the Hub or your cache; synthetic tasks
+            are generated) or ``{name: dataset}`` in the unified schema.
+        batch_size: Samples per generate / ranking call.
+        num_samples: Evaluate only the first ``num_samples`` of each dataset (synthetic: how many to generate).
+        generation: Overrides of the paper's generation settings (e.g. ``{"num_beams": 1}``).
+        seed: Seed of the synthetic evaluation sets (different from training seeds by default).
+        progress: Show a progress bar per dataset.
+    """
+    model.eval()
+    named = (
+        dict(datasets_to_run)
+        if isinstance(datasets_to_run, Mapping)
+        else {name: _load(name, num_samples, seed) for name in datasets_to_run}
+    )
+    results = {}
+    for name, dataset in named.items():
+        if len(dataset) == 0:
+            raise ValueError(f"dataset {name!r} has no samples to evaluate.")
+        task = _task_for(name, dataset[0])
+        with tqdm(total=len(dataset), desc=f"{name} ({task.inference})", disable=not progress) as bar:
+            if task.inference == "rank":
+                scores, ranked = _rank(model, processor, dataset, task, batch_size, bar)
+                predictions = [candidates[i] for candidates, i in zip(dataset["candidates"], ranked)]
+            else:
+                scores, predictions = None, _generate(model, processor, dataset, task, batch_size, generation, bar)
+        for i, prediction in enumerate(predictions):
+            if not isinstance(prediction, str):
+                raise BadSampleError(name, i, f"prediction is {type(prediction).__name__}, not text")
+        value = _score(task, dataset, predictions, scores)
+        results[name] = DatasetResult(
+            name, task.metric, task.inference, task.held_out, len(dataset), value, predictions
+        )
+    return results
+
+
+def results_table(results: Mapping[str, DatasetResult]) -> str:
+    """Markdown table in the layout of the paper's Table 1 (scores x100; held-out datasets first, paper order)."""
+    paper = [(name, title) for name, title in PAPER_TABLE1_ORDER if name in results]
+    others = [(name, name) for name in results if name not in dict(PAPER_TABLE1_ORDER)]
+    columns = paper + others
+    header = "| model | " + " | ".join(title for _, title in columns) + " |"
+    rule = "|---|" + "---|" * len(columns)
+    cells = []
+    for name, _ in columns:
+        value = results[name].score
+        cells.append("-" if math.isnan(value) else f"{100 * value:.1f}")
+    metrics = "| metric | " + " | ".join(results[name].metric for name, _ in columns) + " |"
+    return "\n".join([header, rule, "| this model | " + " | ".join(cells) + " |", metrics])
+
+
+def write_results(
+    results: Mapping[str, DatasetResult], output_dir: str | Path, model_name: str = ""
+) -> tuple[Path, Path]:
+    """Write ``results.json`` (scores and predictions) and ``results.md`` (the table); return both paths."""
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model_name, "results": {name: asdict(result) for name, result in results.items()}}
+    json_path = output / "results.json"
+    json_path.write_text(json.dumps(payload, indent=2))
+    table_path = output / "results.md"
+    title = f"# Zero-shot results{f' of {model_name}' if model_name else ''}\n\n"
+    table_path.write_text(title + results_table(results).replace("this model", model_name or "this model") + "\n")
+    return json_path, table_path

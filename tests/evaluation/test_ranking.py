@@ -1,0 +1,179 @@
+"""Vocabulary ranking (PAPER.md §3): the fast path scores exactly what the definition scores."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_processor, model_for
+from hf_instructblip.evaluation.ranking import (
+    VERBALISERS,
+    RankingResult,
+    rank_candidates,
+    rank_candidates_naive,
+    score_verbalisers,
+)
+
+ATOL = 1e-4
+# Prompts of different lengths (so batches are padded) and ragged candidate lists of 1, 3 and 5 candidates, with
+# multi-token candidates and a candidate that is a prefix of another.
+PROMPTS = [
+    "Question: what is in the picture? Short answer:",
+    "Is it red?",
+    "Look at the image carefully and choose the animal that appears in it. Options: cat, dog, bird. Answer:",
+]
+CANDIDATES = [
+    ["yes"],
+    ["a red car", "blue", "no, it is green"],
+    ["cat", "dog", "a small bird", "a small", "fish tank"],
+]
+
+
+def images(count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (30, 30, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def sharpen_(model):
+    """Random tiny LLMs predict almost uniform distributions, to which small errors (a position off by one, a pad
+    seen) are invisible; scaling the final norm makes the logits large, so every such error moves the scores."""
+    llm = model.language_model
+    norm = llm.model.norm if model.config.use_decoder_only_language_model else llm.decoder.final_layer_norm
+    with torch.no_grad():
+        norm.weight.mul_(8.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def processor(tokenizer_dirs):
+    return make_processor(tokenizer_dirs)
+
+
+@pytest.fixture(scope="module", params=["llama", "t5"])
+def model(request, processor):
+    return sharpen_(model_for(processor, request.param, seed=1))
+
+
+def assert_same_ranking(actual: RankingResult, expected: RankingResult) -> None:
+    assert actual.num_tokens == expected.num_tokens
+    for got, want in zip(actual.scores, expected.scores):
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+    assert actual.predictions == expected.predictions
+
+
+# ----- equivalence with the definition ----------------------------------------------------------------------------
+def test_scores_spread(model, processor):
+    """Guard for the tests below: the sharpened model's scores differ clearly between candidates."""
+    result = rank_candidates_naive(model, processor, images(3), PROMPTS, CANDIDATES)
+    assert np.ptp(result.scores[2]) > 1.0
+
+
+@pytest.mark.parametrize("append_eos", [False, True])
+def test_fast_equals_naive(model, processor, append_eos):
+    """Ragged lists, multi-token candidates, padded prompt batches, chunks that cut across samples."""
+    naive = rank_candidates_naive(model, processor, images(3), PROMPTS, CANDIDATES, append_eos=append_eos)
+    fast = rank_candidates(
+        model, processor, images(3), PROMPTS, CANDIDATES, batch_size=3, candidate_batch_size=4, append_eos=append_eos
+    )
+    assert_same_ranking(fast, naive)
+    assert fast.num_tokens[0] == [1 + append_eos]
+
+
+def test_padding_does_not_change_scores(model, processor):
+    """A sample ranked in a padded batch scores what it scores alone."""
+    together = rank_candidates(model, processor, images(3), PROMPTS, CANDIDATES, batch_size=3)
+    for i in range(3):
+        alone = rank_candidates(model, processor, [images(3)[i]], [PROMPTS[i]], [CANDIDATES[i]], batch_size=1)
+        np.testing.assert_allclose(together.scores[i], alone.scores[0], atol=ATOL, rtol=0)
+
+
+def test_score_is_summed_token_log_likelihood(model, processor):
+    """The definition, by hand: one full forward, log-softmax at each candidate token, summed."""
+    image, prompt, candidate = images(1, seed=3), "What is shown? Answer:", "a small bird"
+    inputs = processor(images=image, text=[prompt])
+    target = processor.tokenizer(candidate, add_special_tokens=False)["input_ids"]  # no space, no eos (collator)
+    assert len(target) > 1
+    with torch.no_grad():
+        if model.config.use_decoder_only_language_model:
+            input_ids = torch.cat([inputs["input_ids"], torch.tensor([target])], dim=1)
+            attention_mask = torch.ones_like(input_ids)
+            logits = model(**{**inputs, "input_ids": input_ids, "attention_mask": attention_mask}).logits[0]
+            offset = inputs["input_ids"].shape[1] - 1  # the last prompt position predicts the first target token
+            expected = sum(logits[offset + t].log_softmax(-1)[token] for t, token in enumerate(target))
+        else:
+            start = model.language_model.config.decoder_start_token_id
+            decoder_input_ids = torch.tensor([[start, *target[:-1]]])
+            logits = model(**inputs, decoder_input_ids=decoder_input_ids).logits[0]
+            expected = sum(logits[t].log_softmax(-1)[token] for t, token in enumerate(target))
+    result = rank_candidates(model, processor, image, [prompt], [[candidate, "dog"]])
+    assert result.scores[0][0] == pytest.approx(float(expected), abs=ATOL)
+    assert result.num_tokens[0] == [len(target), 1]
+    assert result.mean_scores[0][0] == pytest.approx(float(expected) / len(target), abs=ATOL)
+
+
+def test_video_frames_and_qformer_prompts(processor):
+    model = sharpen_(model_for(processor, "llama", seed=2))
+    frames = [images(2, seed=5), images(2, seed=6)]
+    args = (model, processor, frames, PROMPTS[:2], CANDIDATES[1:])
+    kwargs = {"qformer_prompts": ["what colour?", "which animal is it"]}
+    naive = rank_candidates_naive(*args, **kwargs)
+    assert_same_ranking(rank_candidates(*args, batch_size=2, candidate_batch_size=3, **kwargs), naive)
+    assert not np.allclose(naive.scores[0], rank_candidates_naive(*args).scores[0])  # the Q-Former text is used
+
+
+def test_model_state_is_restored(processor):
+    """Scoring during training: dropout is off while scoring, and each module's mode is as it was after."""
+    model = model_for(processor, "llama").train()
+    model.vision_model.eval()  # a frozen tower kept in eval mode while the rest trains
+    modes = {name: module.training for name, module in model.named_modules()}
+    in_training = rank_candidates(model, processor, images(1), ["Is it red?"], [["yes", "no"]])
+    assert {name: module.training for name, module in model.named_modules()} == modes
+    assert all(p.grad is None for p in model.parameters())
+    model.eval()
+    assert rank_candidates(model, processor, images(1), ["Is it red?"], [["yes", "no"]]) == in_training
+
+
+# ----- binary tasks -------------------------------------------------------------------------------------------------
+def test_verbalisers(model, processor):
+    positive = VERBALISERS["binary"][0]
+    result = score_verbalisers(model, processor, images(3), PROMPTS, dataset="hateful_memes")
+    for i, scores in enumerate(result.ranking.scores):
+        pos, neg = scores[: len(positive)], scores[len(positive) :]
+        log_odds = math.log(sum(map(math.exp, pos))) - math.log(sum(map(math.exp, neg)))
+        assert result.log_odds[i] == pytest.approx(log_odds, abs=1e-6)
+        assert result.probabilities[i] == pytest.approx(1 / (1 + math.exp(-log_odds)), abs=1e-6)
+        assert result.labels[i] == int(log_odds >= 0)
+    best = score_verbalisers(model, processor, images(3), PROMPTS, (["yes", "true"], ["no"]), reduce="max")
+    for i, scores in enumerate(best.ranking.scores):
+        assert best.log_odds[i] == pytest.approx(max(scores[:2]) - scores[2], abs=1e-6)
+
+
+def test_unknown_verbaliser_set(model, processor):
+    with pytest.raises(ValueError, match="Unknown verbaliser set 'maybe'"):
+        score_verbalisers(model, processor, images(1), ["Is it?"], "maybe")
+
+
+# ----- bad input ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fn", [rank_candidates, rank_candidates_naive])
+@pytest.mark.parametrize(
+    ("candidates", "error", "match"),
+    [
+        ([["yes"], []], ValueError, "Dataset 'scienceqa', sample 1 has an empty list of candidates"),
+        ([["yes", ""], ["no"]], ValueError, "Candidate 1 of dataset 'scienceqa', sample 0 is ''"),
+        ([["yes"], ["  "]], ValueError, "Candidate 0 of dataset 'scienceqa', sample 1 is '  '"),
+        ([["yes"], "no"], TypeError, "Candidates of dataset 'scienceqa', sample 1 are a string"),
+        ([["yes"]], ValueError, "dataset 'scienceqa'.*2 images, 2 prompts, 1 candidates"),
+    ],
+)
+def test_bad_candidates(processor, fn, candidates, error, match):
+    model = model_for(processor, "llama")
+    with pytest.raises(error, match=match):
+        fn(model, processor, images(2), ["a", "b"], candidates, dataset="scienceqa")
+
+
+def test_bad_batch_sizes(processor):
+    with pytest.raises(ValueError, match="batch_size and candidate_batch_size must be >= 1"):
+        rank_candidates(model_for(processor), processor, images(1), ["a"], [["b"]], candidate_batch_size=0)
