@@ -236,3 +236,13 @@ def test_config_round_trip_and_derived_fields(tmp_path):
     assert loaded.image_token_id == IMAGE_TOKEN
     with pytest.raises(ValueError, match="num_query_tokens"):
         tiny_config(num_query_tokens=0)
+
+
+def test_attention_mask_of_another_shape_is_refused():
+    model = tiny_model()
+    inputs = make_inputs()
+    inputs["attention_mask"] = inputs["attention_mask"][:, :-1]
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        model(**inputs)
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        model.generate(**inputs, max_new_tokens=2)

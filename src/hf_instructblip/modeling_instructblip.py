@@ -324,6 +324,17 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, S, D_llm)
         return inputs_embeds.masked_scatter(placeholder[..., None], image_features.to(inputs_embeds.dtype))
 
+    @staticmethod
+    def _checked_attention_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if attention_mask is None:
+            return torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has shape "
+                f"{tuple(input_ids.shape)}; they must match."
+            )
+        return attention_mask
+
     # ----- step 4: the LLM ---------------------------------------------------------------------------------------
     def forward(
         self,
@@ -363,15 +374,11 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         decoder_only = self.config.use_decoder_only_language_model
         features: torch.Tensor = image.pooler_output  # type: ignore[assignment]  # always set
         inputs_embeds = self.merge_image_features(input_ids, features, labels if decoder_only else None)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        attention_mask = self._checked_attention_mask(input_ids, attention_mask)
         kwargs["return_dict"] = True
         if decoder_only:
-            if (
-                "position_ids" not in kwargs
-                and "past_key_values" not in kwargs
-                and not bool(attention_mask[:, 0].all())
-            ):
+            cached = kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None
+            if "position_ids" not in kwargs and not cached and not bool(attention_mask[:, 0].all()):
                 # Left padding: positions count real tokens only, so a padded sample sees what it sees alone.
                 kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             outputs = self.language_model(
@@ -423,8 +430,7 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
                 start.append(bos)
             input_ids = torch.tensor([start], dtype=torch.long, device=features.device).repeat(features.shape[0], 1)
         inputs_embeds = self.merge_image_features(input_ids, features)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        attention_mask = self._checked_attention_mask(input_ids, attention_mask)
         inputs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
         if decoder_only:
             inputs["input_ids"] = input_ids

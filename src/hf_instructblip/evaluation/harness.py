@@ -144,9 +144,11 @@ def _rank(model, processor, dataset: datasets.Dataset, task: EvalTask, batch_siz
     scores: list[list[float]] = []
     predictions: list[int] = []
     for start, batch in _batches(dataset, batch_size):
-        for offset, candidates in enumerate(batch["candidates"]):
+        for offset, candidates in enumerate(batch["candidates"]):  # checked here so errors give dataset indices
             if not candidates:
                 raise ValueError(f"dataset {task.name!r}, sample {start + offset}: the candidate list is empty.")
+            if not all(candidate.strip() for candidate in candidates):
+                raise ValueError(f"dataset {task.name!r}, sample {start + offset}: a candidate is empty.")
         result = rank_candidates(
             model,
             processor,
