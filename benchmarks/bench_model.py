@@ -6,6 +6,7 @@ Run it with ``make bench`` or directly::
     .venv/bin/python benchmarks/bench_model.py --quick            # tiny config: a smoke test of seconds
     .venv/bin/python benchmarks/bench_model.py --repeats 21 --batch-sizes 1 4 8 --output /tmp/bench.md
     .venv/bin/python benchmarks/bench_model.py --breakdown        # also: where the time goes, per component
+    .venv/bin/python benchmarks/bench_model.py --control          # A/A run: the noise floor of this machine
 
 What it does:
 
@@ -25,7 +26,8 @@ transformers' speed (transformers' latency / ours' for ``forward``, ours' tokens
 ``generate``), the median over the back-to-back pairs: above 1 means ours is faster; the project asks for >= 0.95.
 ``pair ratios (quartiles)`` shows how much single pairs scatter, i.e. how far to trust the third digit. The
 report also says how much CPU other processes and the hypervisor took during the run: on a busy machine rerun with
-more ``--repeats``. Speed is compared this way, side by side in one run; the tests never assert timings.
+more ``--repeats``. ``--control`` times transformers' model against a second copy of itself: the ratios it gives
+(1 in theory) show how far from 1 a ratio must be before it means anything on this machine. Speed is compared this way, side by side in one run; the tests never assert timings.
 """
 
 from __future__ import annotations
@@ -117,14 +119,17 @@ def build_config(quick: bool) -> transformers.InstructBlipConfig:
     )
 
 
-def build_models(config: transformers.InstructBlipConfig, folder: Path) -> tuple[nn.Module, nn.Module]:
-    """transformers' model and ours, both loaded from one ``save_pretrained`` folder of random weights."""
+def build_models(
+    config: transformers.InstructBlipConfig, folder: Path, control: bool = False
+) -> tuple[nn.Module, nn.Module]:
+    """transformers' model and ours (a second transformers copy if ``control``), from one folder of random weights."""
     torch.manual_seed(0)
     transformers.InstructBlipForConditionalGeneration(config).save_pretrained(folder)
     # Both sides go through from_pretrained so their tensors live in the same kind of memory (transformers maps
     # the safetensors file), not one in freshly allocated memory and the other in a file mapping.
     theirs = transformers.InstructBlipForConditionalGeneration.from_pretrained(folder)
-    ours, info = InstructBlipForConditionalGeneration.from_pretrained(folder, output_loading_info=True)
+    ours_class = transformers.InstructBlipForConditionalGeneration if control else InstructBlipForConditionalGeneration
+    ours, info = ours_class.from_pretrained(folder, output_loading_info=True)
     bad = {k: v for k, v in info.items() if v}
     if bad:
         sys.exit(f"ours did not load transformers' checkpoint cleanly: {bad}")
@@ -332,12 +337,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny config: a smoke test, numbers mean nothing")
     parser.add_argument("--output", type=Path, help="also write the markdown report to this file")
     parser.add_argument("--breakdown", action="store_true", help="also time each component (vision/Q-Former/LLM)")
+    parser.add_argument(
+        "--control", action="store_true", help="A/A run: transformers against a copy of itself, to see the noise"
+    )
     return parser.parse_args(argv)
 
 
 def benchmark(args: argparse.Namespace, config: transformers.InstructBlipConfig, folder: Path) -> str:
     """Build, verify and time both models; return the markdown report."""
-    theirs, ours = build_models(config, folder)
+    theirs, ours = build_models(config, folder, args.control)
     rows, extra = [], []
     meter = LoadMeter()
     for batch in args.batch_sizes:
@@ -348,6 +356,8 @@ def benchmark(args: argparse.Namespace, config: transformers.InstructBlipConfig,
             extra.append(breakdown_table(theirs, ours, inputs, args.repeats))
     load_note = load_summary(*meter.shares(), sum(row.reruns for row in rows))
     config_name = "quick (tiny)" if args.quick else "full (ViT 12x384, Q-Former 6x384, SmolLM2-135M-shaped LLM)"
+    if args.control:
+        config_name += "; CONTROL run: 'ours' is a second copy of transformers' model"
     header = f"Config: {config_name}; {args.repeats} interleaved repeats per cell, medians."
     return "\n\n".join([header, environment(), markdown_table(rows), load_note, *extra])
 
