@@ -31,6 +31,7 @@ import datasets
 from .registry import (
     Converter,
     DatasetSpec,
+    _builder_for,
     convert_captioning,
     convert_classification,
     convert_conversation,
@@ -59,16 +60,12 @@ FAMILY_CONVERTERS: dict[str, Converter] = {
     "free_form": convert_conversation,
 }
 _RANKED = frozenset({"multiple_choice", "binary", "classification", "visual_dialog"})
-_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 def _load_file(path: Path) -> datasets.Dataset:
     if not path.is_file():
         raise FileNotFoundError(f"to_instruction_dataset: {path} does not exist.")
-    builder = _BUILDERS.get(path.suffix.lower())
-    if builder is None:
-        raise ValueError(f"to_instruction_dataset: cannot read {path.name}; use one of {sorted(_BUILDERS)}.")
-    return datasets.load_dataset(builder, data_files=str(path), split="train")
+    return datasets.load_dataset(_builder_for(str(path)), data_files=str(path), split="train")
 
 
 def to_instruction_dataset(
