@@ -195,13 +195,20 @@ def test_pickled_weights_are_refused(tmp_path):
     assert InstructBlipForConditionalGeneration.from_pretrained(tmp_path) is not None
 
 
-def test_default_trainable_set_is_the_papers():
-    model = tiny_model()
+@pytest.mark.parametrize("text_input", [True, False])
+def test_default_trainable_set_is_the_papers(text_input):
+    model = tiny_model(qformer_text_input=text_input)
     trainable = set(model.apply_trainable_policy())
+    last = model.config.qformer_config.num_hidden_layers - 1
+    dead = (f"qformer.encoder.layer.{last}.intermediate.", f"qformer.encoder.layer.{last}.output.")
+    if not text_input:  # BLIP-2 style: no text path at all
+        text_ffns = [f"qformer.encoder.layer.{i}.{b}." for i in range(last + 1) for b in ("intermediate", "output")]
+        dead = ("qformer.embeddings.word_embeddings.", "qformer.embeddings.position_embeddings.", *text_ffns)
     expected = {
         n
         for n, _ in model.named_parameters()
-        if n == "query_tokens" or n.startswith(("qformer.", "language_projection.", "vision_model.post_layernorm."))
+        if (n == "query_tokens" or n.startswith(("qformer.", "language_projection.", "vision_model.post_layernorm.")))
+        and not n.startswith(dead)
     }
     assert trainable == expected
     assert "vision_model.post_layernorm.weight" in trainable
@@ -246,3 +253,15 @@ def test_attention_mask_of_another_shape_is_refused():
         model(**inputs)
     with pytest.raises(ValueError, match="attention_mask has shape"):
         model.generate(**inputs, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("text_input", [True, False])
+def test_every_default_trainable_parameter_gets_a_gradient(text_input):
+    """The policy trains nothing dead (DDP would fail on parameters that require grad but get none)."""
+    model = tiny_model(qformer_text_input=text_input)
+    trainable = set(model.apply_trainable_policy())
+    inputs = make_inputs()
+    labels = inputs["input_ids"].masked_fill(inputs["input_ids"] == IMAGE_TOKEN, -100)
+    model(**inputs, labels=labels).loss.backward()
+    got_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert got_grad == trainable

@@ -191,9 +191,27 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         """Names of the modules/parameters trained by default: Q-Former, queries, projection, vision LayerNorm."""
         return (*self._trainable_modules, self.vision_norm_name)
 
+    def unused_qformer_modules(self) -> tuple[str, ...]:
+        """Q-Former parts that cannot reach the output, so they get no gradient and stay frozen.
+
+        The last layer's text feed-forward block (its text outputs are dropped; the layer does not compute it) and,
+        for a BLIP-2-style Q-Former that never reads the instruction, the text embeddings and every text FFN.
+        Frozen, they do not trip DDP's unused-parameter check and weight decay does not move them.
+        """
+        last = self.config.qformer_config.num_hidden_layers - 1
+        layers = range(last + 1) if not self.config.qformer_text_input else [last]
+        unused = [f"qformer.encoder.layer.{i}.{block}" for i in layers for block in ("intermediate", "output")]
+        if not self.config.qformer_text_input:
+            unused += ["qformer.embeddings.word_embeddings", "qformer.embeddings.position_embeddings"]
+        return tuple(unused)
+
     def is_trainable_by_default(self, parameter_name: str) -> bool:
         """Whether ``parameter_name`` (as in ``named_parameters()``) is trained by the paper's recipe."""
-        return any(parameter_name == m or parameter_name.startswith(m + ".") for m in self.trainable_module_names())
+
+        def within(modules: tuple[str, ...]) -> bool:
+            return any(parameter_name == m or parameter_name.startswith(m + ".") for m in modules)
+
+        return within(self.trainable_module_names()) and not within(self.unused_qformer_modules())
 
     def apply_trainable_policy(self) -> list[str]:
         """Freeze the vision tower and the LLM, unfreeze the rest (PAPER.md §1); return the trainable names."""

@@ -1,0 +1,6 @@
+"""Instruction tuning: the paper's recipe as `TrainingArguments` defaults and a `Trainer` subclass."""
+
+from .arguments import InstructBlipTrainingArguments
+from .trainer import InstructBlipTrainer
+
+__all__ = ["InstructBlipTrainer", "InstructBlipTrainingArguments"]

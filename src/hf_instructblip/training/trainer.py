@@ -1,0 +1,81 @@
+"""`InstructBlipTrainer`: transformers' `Trainer` with the paper's freezing policy, the balanced mixture as the train
+sampler, refusal of fp16 with T5 LLMs, and a stop at the first non-finite loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from ..data.mixture import BalancedMixtureSampler
+from .arguments import InstructBlipTrainingArguments
+
+__all__ = ["InstructBlipTrainer"]
+
+
+class InstructBlipTrainer(Trainer):
+    """A `transformers.Trainer` for instruction tuning InstructBLIP.
+
+    Args:
+        model: An `InstructBlipForConditionalGeneration`.
+        args: [`InstructBlipTrainingArguments`].
+        mixture_sizes: Dataset name -> size, in the order the datasets were concatenated into ``train_dataset``
+            (`data.concatenate_mixture`); with it the train sampler is the balanced mixture (PAPER.md §2).
+        **kwargs: Everything `Trainer` takes (``train_dataset``, ``data_collator``, ``eval_dataset``, callbacks, ...).
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        args: InstructBlipTrainingArguments | None = None,
+        mixture_sizes: Mapping[str, int] | None = None,
+        **kwargs: Any,
+    ):
+        args = args if args is not None else InstructBlipTrainingArguments(output_dir="outputs/instructblip")
+        if model is not None:
+            self._check_precision(model, args)
+            if getattr(args, "apply_trainable_policy", False):
+                model.apply_trainable_policy()
+        self.mixture_sizes = dict(mixture_sizes) if mixture_sizes else None
+        super().__init__(model=model, args=args, **kwargs)
+
+    @staticmethod
+    def _check_precision(model: Any, args: InstructBlipTrainingArguments) -> None:
+        text_config = model.config.text_config
+        if args.fp16 and text_config.model_type in ("t5", "mt5", "umt5"):
+            raise ValueError(
+                f"fp16 with a {text_config.model_type} LLM overflows (NaN losses; PAPER.md §1: LAVIS runs T5 in "
+                "bf16). Use bf16=True, or fp32."
+            )
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        if self.mixture_sizes is None:
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        total = sum(self.mixture_sizes.values())
+        if dataset is not None and len(dataset) != total:
+            raise ValueError(
+                f"mixture_sizes add up to {total} samples but train_dataset has {len(dataset)}; pass the sizes of "
+                "the datasets concatenated into train_dataset, in order."
+            )
+        args: InstructBlipTrainingArguments = self.args  # type: ignore[assignment]
+        return BalancedMixtureSampler(
+            self.mixture_sizes,
+            batch_size=args.per_device_train_batch_size,
+            multipliers=args.mixture_multipliers,
+            same_dataset_per_batch=args.same_dataset_per_batch,
+            seed=args.seed,
+        )
+
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(
+                f"Non-finite training loss ({float(loss.detach())}) at step {self.state.global_step + 1}; training "
+                "stopped before the optimizer step, so the last saved checkpoint is intact."
+            )
+        return loss

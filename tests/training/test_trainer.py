@@ -1,0 +1,118 @@
+"""InstructBlipTrainer: paper defaults, what trains and what stays frozen, the mixture sampler, precision, NaN stop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_processor, model_for
+from hf_instructblip.data.collator import InstructBlipDataCollator
+from hf_instructblip.data.mixture import BalancedMixtureSampler, concatenate_mixture
+from hf_instructblip.data.synthetic import SYNTHETIC_HELD_IN, synthetic_mixture
+from hf_instructblip.training import InstructBlipTrainer, InstructBlipTrainingArguments
+
+
+def _args(tmp_path, **overrides) -> InstructBlipTrainingArguments:
+    settings = {
+        "output_dir": str(tmp_path / "run"),
+        "per_device_train_batch_size": 4,
+        "max_steps": 20,
+        "learning_rate": 1e-3,
+        "warmup_steps": 0,
+        "logging_steps": 5,
+        "save_strategy": "no",
+        "report_to": [],
+        "disable_tqdm": True,
+        "use_cpu": True,
+        "seed": 0,
+    }
+    return InstructBlipTrainingArguments(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def setup(tokenizer_dirs):
+    processor = make_processor(tokenizer_dirs)
+    parts = synthetic_mixture(SYNTHETIC_HELD_IN, 8, seed=0, image_size=32)
+    return processor, parts
+
+
+def test_paper_defaults(tmp_path):
+    args = InstructBlipTrainingArguments(output_dir=str(tmp_path))
+    assert (args.learning_rate, args.weight_decay, args.adam_beta1, args.adam_beta2) == (1e-5, 0.05, 0.9, 0.999)
+    assert args.warmup_steps == 1000 and args.lr_scheduler_type == "cosine"
+    assert args.apply_trainable_policy and not args.remove_unused_columns
+
+
+def test_training_moves_exactly_the_trainable_parameters_and_lowers_the_loss(setup, tmp_path):
+    processor, parts = setup
+    model = model_for(processor, "llama", seed=4)
+    collator = InstructBlipDataCollator.for_model(model, processor)
+    dataset = concatenate_mixture(parts)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    fixed = collator([dataset[i] for i in range(0, len(dataset), 5)])
+    model.eval()
+    with torch.no_grad():
+        loss_before = model(**fixed).loss.item()
+
+    trainer = InstructBlipTrainer(
+        model=model,
+        args=_args(tmp_path),
+        train_dataset=dataset,
+        data_collator=collator,
+        mixture_sizes={name: len(part) for name, part in parts.items()},
+    )
+    assert isinstance(trainer._get_train_sampler(), BalancedMixtureSampler)
+    trainer.train()
+
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n in before if model.is_trainable_by_default(n)}
+    for name, param in model.named_parameters():
+        if name in trainable:
+            assert not torch.equal(param.detach(), before[name]), f"{name} did not change"
+        else:
+            assert torch.equal(param.detach(), before[name]), f"frozen {name} changed"
+    model.eval()
+    with torch.no_grad():
+        loss_after = model(**fixed).loss.item()
+    assert loss_after < loss_before - 0.1, (loss_before, loss_after)
+
+
+def test_fp16_with_t5_is_refused(setup, tmp_path):
+    processor, _ = setup
+    model = model_for(processor, "t5")
+    args = _args(tmp_path)
+    args.fp16 = True  # set after construction: fp16 itself needs a GPU at argument-parsing time
+    with pytest.raises(ValueError, match="fp16 with a t5 LLM overflows"):
+        InstructBlipTrainer(model=model, args=args)
+
+
+def test_mixture_sizes_must_match_the_dataset(setup, tmp_path):
+    processor, parts = setup
+    model = model_for(processor, "llama")
+    trainer = InstructBlipTrainer(
+        model=model,
+        args=_args(tmp_path),
+        train_dataset=concatenate_mixture(parts),
+        data_collator=InstructBlipDataCollator.for_model(model, processor),
+        mixture_sizes={"only_one": 3},
+    )
+    with pytest.raises(ValueError, match="mixture_sizes add up to 3 samples"):
+        trainer._get_train_sampler()
+
+
+def test_non_finite_loss_stops_training_naming_the_step(setup, tmp_path):
+    processor, parts = setup
+    model = model_for(processor, "llama")
+    with torch.no_grad():
+        model.language_projection.bias.fill_(float("nan"))
+    trainable_before = {n: p.detach().clone() for n, p in model.named_parameters() if model.is_trainable_by_default(n)}
+    trainer = InstructBlipTrainer(
+        model=model,
+        args=_args(tmp_path, max_steps=3),
+        train_dataset=concatenate_mixture(parts),
+        data_collator=InstructBlipDataCollator.for_model(model, processor),
+    )
+    with pytest.raises(FloatingPointError, match="at step 1"):
+        trainer.train()
+    for name, value in trainable_before.items():  # no optimizer step was taken
+        assert torch.equal(model.get_parameter(name).detach(), value) or torch.isnan(value).any(), name
