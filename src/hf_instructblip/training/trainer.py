@@ -55,7 +55,7 @@ class InstructBlipTrainer(Trainer):
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         if self.mixture_sizes is None:
             return super()._get_train_sampler(train_dataset)
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        dataset: Any = train_dataset if train_dataset is not None else self.train_dataset
         total = sum(self.mixture_sizes.values())
         if dataset is not None and len(dataset) != total:
             raise ValueError(
