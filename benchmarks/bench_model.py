@@ -2,7 +2,7 @@
 
 Run it with ``make bench`` or directly::
 
-    .venv/bin/python benchmarks/bench_model.py                    # full config, batch 1 and 8 (~5 min on 2 cores)
+    .venv/bin/python benchmarks/bench_model.py                    # full config, batch 1 and 8: ~3.5 min, 2 idle cores
     .venv/bin/python benchmarks/bench_model.py --quick            # tiny config: a smoke test of seconds
     .venv/bin/python benchmarks/bench_model.py --repeats 21 --batch-sizes 1 4 8 --output /tmp/bench.md
     .venv/bin/python benchmarks/bench_model.py --breakdown        # also: where the time goes, per component
@@ -27,7 +27,8 @@ transformers' speed (transformers' latency / ours' for ``forward``, ours' tokens
 ``pair ratios (quartiles)`` shows how much single pairs scatter, i.e. how far to trust the third digit. The
 report also says how much CPU other processes and the hypervisor took during the run: on a busy machine rerun with
 more ``--repeats``. ``--control`` times transformers' model against a second copy of itself: the ratios it gives
-(1 in theory) show how far from 1 a ratio must be before it means anything on this machine. Speed is compared this way, side by side in one run; the tests never assert timings.
+(1 in theory) show how far from 1 a ratio must be before it means anything on this machine. Speed is compared
+this way, side by side in one run; the tests never assert timings.
 """
 
 from __future__ import annotations
