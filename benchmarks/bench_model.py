@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
 import torch
 import transformers
@@ -63,6 +63,10 @@ MAX_OTHERS_SHARE = 0.10
 COMPONENTS = ("vision_model", "qformer", "language_projection", "language_model")
 
 M = TypeVar("M")
+# Both classes take the same inputs and have ``generate``; a control run puts transformers' on both sides.
+Model: TypeAlias = "transformers.InstructBlipForConditionalGeneration | InstructBlipForConditionalGeneration"
+# Model inputs by keyword: all tensors, typed loosely so that ``model(**inputs)`` type-checks against both signatures.
+Inputs: TypeAlias = dict[str, Any]
 
 
 @dataclass
@@ -94,6 +98,9 @@ class Row:
 # ----- the models ------------------------------------------------------------------------------------------------
 def build_config(quick: bool) -> transformers.InstructBlipConfig:
     """The benchmark config: real-sized but small (full), or tiny (``--quick``, for smoke tests)."""
+    vision: dict[str, Any]
+    qformer: dict[str, Any]
+    text: dict[str, Any]
     if quick:
         vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
         vision |= dict(image_size=28, patch_size=14)
@@ -120,9 +127,7 @@ def build_config(quick: bool) -> transformers.InstructBlipConfig:
     )
 
 
-def build_models(
-    config: transformers.InstructBlipConfig, folder: Path, control: bool = False
-) -> tuple[nn.Module, nn.Module]:
+def build_models(config: transformers.InstructBlipConfig, folder: Path, control: bool = False) -> tuple[Model, Model]:
     """transformers' model and ours (a second transformers copy if ``control``), from one folder of random weights."""
     torch.manual_seed(0)
     transformers.InstructBlipForConditionalGeneration(config).save_pretrained(folder)
@@ -130,20 +135,22 @@ def build_models(
     # the safetensors file), not one in freshly allocated memory and the other in a file mapping.
     theirs = transformers.InstructBlipForConditionalGeneration.from_pretrained(folder)
     ours_class = transformers.InstructBlipForConditionalGeneration if control else InstructBlipForConditionalGeneration
-    ours, info = ours_class.from_pretrained(folder, output_loading_info=True)
+    loaded = ours_class.from_pretrained(folder, output_loading_info=True)
+    ours, info = cast(tuple[Model, dict[str, list[str]]], loaded)
     bad = {k: v for k, v in info.items() if v}
     if bad:
         sys.exit(f"ours did not load transformers' checkpoint cleanly: {bad}")
     return theirs.eval(), ours.eval()
 
 
-def make_inputs(config: transformers.InstructBlipConfig, batch: int) -> dict[str, torch.Tensor]:
+def make_inputs(config: transformers.InstructBlipConfig, batch: int) -> Inputs:
     """Random images and prompts; no padding (every sample has the same length)."""
     gen = torch.Generator().manual_seed(batch)
     vision = config.vision_config
-    image_tokens = torch.full((batch, config.num_query_tokens), config.image_token_index)
+    image_token = cast(int, config.image_token_index)  # always set by build_config
+    image_tokens = torch.full((batch, config.num_query_tokens), image_token)
     # Text ids stay above the special ids and below the image token.
-    prompt = torch.randint(3, config.image_token_index, (batch, PROMPT_TEXT_TOKENS), generator=gen)
+    prompt = torch.randint(3, image_token, (batch, PROMPT_TEXT_TOKENS), generator=gen)
     input_ids = torch.cat([image_tokens, prompt], dim=1)
     qformer_ids = torch.randint(1, config.qformer_config.vocab_size, (batch, QFORMER_TEXT_TOKENS), generator=gen)
     return {
@@ -156,18 +163,17 @@ def make_inputs(config: transformers.InstructBlipConfig, batch: int) -> dict[str
 
 
 # ----- what is timed -----------------------------------------------------------------------------------------------
-def run_forward(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+def run_forward(model: Model, inputs: Inputs) -> torch.Tensor:
     with torch.no_grad():
         return model(**inputs).logits
 
 
-def run_generate(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    kwargs = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+def run_generate(model: Model, inputs: Inputs) -> torch.Tensor:
     with torch.no_grad():
-        return model.generate(**inputs, **kwargs)
+        return model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
 
 
-def verify(theirs: nn.Module, ours: nn.Module, inputs: dict[str, torch.Tensor]) -> None:
+def verify(theirs: Model, ours: Model, inputs: Inputs) -> None:
     """Abort unless both models give the same logits and the same greedy ids."""
     batch = inputs["input_ids"].shape[0]
     diff = (run_forward(theirs, inputs) - run_forward(ours, inputs)).abs().max().item()
@@ -240,11 +246,19 @@ def interleaved(theirs: Callable[[], M], ours: Callable[[], M], repeats: int) ->
     return from_theirs, from_ours, reruns
 
 
-def bench_batch(theirs: nn.Module, ours: nn.Module, inputs: dict[str, torch.Tensor], repeats: int) -> list[Row]:
+def bench_batch(theirs: Model, ours: Model, inputs: Inputs, repeats: int) -> list[Row]:
     batch = inputs["input_ids"].shape[0]
-    t, o, reruns = interleaved(*(partial(seconds, partial(run_forward, m, inputs)) for m in (theirs, ours)), repeats)
+    t, o, reruns = interleaved(
+        partial(seconds, partial(run_forward, theirs, inputs)),
+        partial(seconds, partial(run_forward, ours, inputs)),
+        repeats,
+    )
     forward = Row("forward latency", batch, "ms", False, [x * 1e3 for x in t], [x * 1e3 for x in o], reruns)
-    t, o, reruns = interleaved(*(partial(seconds, partial(run_generate, m, inputs)) for m in (theirs, ours)), repeats)
+    t, o, reruns = interleaved(
+        partial(seconds, partial(run_generate, theirs, inputs)),
+        partial(seconds, partial(run_generate, ours, inputs)),
+        repeats,
+    )
     tokens = batch * NEW_TOKENS
     speeds = [tokens / x for x in t], [tokens / x for x in o]
     return [forward, Row("generate throughput", batch, "new tokens/s", True, *speeds, reruns)]
@@ -274,7 +288,7 @@ def component_timer(model: nn.Module) -> Iterator[dict[str, float]]:
             handle.remove()
 
 
-def component_ms(model: nn.Module, fn: Callable[[nn.Module], object]) -> dict[str, float]:
+def component_ms(model: Model, fn: Callable[[Model], object]) -> dict[str, float]:
     """Milliseconds one ``fn(model)`` spends in each component, in ``other`` (glue, decoding loop) and in all."""
     with component_timer(model) as totals:
         total = seconds(partial(fn, model))
@@ -282,7 +296,7 @@ def component_ms(model: nn.Module, fn: Callable[[nn.Module], object]) -> dict[st
     return {**parts, "other": total * 1e3 - sum(parts.values()), "total": total * 1e3}
 
 
-def breakdown_table(theirs: nn.Module, ours: nn.Module, inputs: dict[str, torch.Tensor], repeats: int) -> str:
+def breakdown_table(theirs: Model, ours: Model, inputs: Inputs, repeats: int) -> str:
     batch = inputs["input_ids"].shape[0]
     lines = [
         f"Where the time goes, batch {batch} (median ms over interleaved runs; the LLM summed over decoding steps)",

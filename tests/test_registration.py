@@ -56,6 +56,10 @@ def test_auto_classes_resolve_to_ours(saved):
         assert type(auto.from_config(tiny_config())) is InstructBlipForConditionalGeneration
     assert type(AutoProcessor.from_pretrained(path)) is HfInstructBlipProcessor
     assert type(AutoImageProcessor.from_pretrained(path)) is InstructBlipImageProcessor
+    # every backend maps to ours, not to the name-matched transformers entry (BLIP's image processors)
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
+
+    assert set(IMAGE_PROCESSOR_MAPPING[InstructBlipConfig].values()) == {InstructBlipImageProcessor}
 
 
 def test_saved_folder_carries_its_code(saved):

@@ -1,12 +1,7 @@
 """hf_instructblip: InstructBLIP (Dai et al. 2023) as a first-class citizen of the Hugging Face stack."""
 
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForImageTextToText,
-    AutoProcessor,
-)
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 
 from .configuration_instructblip import InstructBlipConfig, InstructBlipQFormerConfig
 from .image_processing_instructblip import InstructBlipImageProcessor, to_rgb_image
@@ -28,7 +23,11 @@ AutoConfig.register(InstructBlipConfig.model_type, InstructBlipConfig)
 AutoConfig.register(InstructBlipQFormerConfig.model_type, InstructBlipQFormerConfig)
 AutoModel.register(InstructBlipConfig, InstructBlipForConditionalGeneration, exist_ok=True)
 AutoModelForImageTextToText.register(InstructBlipConfig, InstructBlipForConditionalGeneration, exist_ok=True)
-AutoImageProcessor.register(InstructBlipConfig, slow_image_processor_class=InstructBlipImageProcessor, exist_ok=True)
+# Straight into the mapping: `AutoImageProcessor.register` would merge in the name-matched transformers entry (BLIP's
+# torchvision image processor) as the "torchvision" backend of our config.
+IMAGE_PROCESSOR_MAPPING.register(
+    InstructBlipConfig, {"pil": InstructBlipImageProcessor, "torchvision": InstructBlipImageProcessor}, exist_ok=True
+)
 AutoProcessor.register(InstructBlipConfig, HfInstructBlipProcessor, exist_ok=True)
 # ... and marks the classes so that saved folders carry their code (`trust_remote_code=True` without this package).
 InstructBlipConfig.register_for_auto_class()
