@@ -26,7 +26,9 @@ AutoModelForImageTextToText.register(InstructBlipConfig, InstructBlipForConditio
 # Straight into the mapping: `AutoImageProcessor.register` would merge in the name-matched transformers entry (BLIP's
 # torchvision image processor) as the "torchvision" backend of our config.
 IMAGE_PROCESSOR_MAPPING.register(
-    InstructBlipConfig, {"pil": InstructBlipImageProcessor, "torchvision": InstructBlipImageProcessor}, exist_ok=True
+    InstructBlipConfig,
+    {"pil": InstructBlipImageProcessor, "torchvision": InstructBlipImageProcessor},  # type: ignore[arg-type]  # v5 maps backends
+    exist_ok=True,
 )
 AutoProcessor.register(InstructBlipConfig, HfInstructBlipProcessor, exist_ok=True)
 # ... and marks the classes so that saved folders carry their code (`trust_remote_code=True` without this package).
