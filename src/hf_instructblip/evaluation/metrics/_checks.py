@@ -118,3 +118,19 @@ class CheckedInputs:
 
     def _check_inputs(self, predictions: Any, references: Any, dataset_name: str | None) -> None:
         raise NotImplementedError
+
+
+class TextReferencesInputs(CheckedInputs):
+    """Mixin for metrics taking one string prediction and a list of reference strings per sample.
+
+    The metric class sets ``_metric_label`` (its name in error messages) and, if it needs more than one reference
+    per sample, ``_min_references``.
+    """
+
+    _metric_label: str = ""
+    _min_references: int = 1
+
+    def _check_inputs(self, predictions: Any, references: Any, dataset_name: str | None) -> None:
+        check_pairs(self._metric_label, predictions, references, dataset_name)
+        check_strings(self._metric_label, predictions, "prediction", dataset_name)
+        check_reference_lists(self._metric_label, references, dataset_name, min_count=self._min_references)

@@ -6,12 +6,11 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import datasets
 import evaluate
 
-from ._checks import CheckedInputs, check_pairs, check_reference_lists, check_strings
+from ._checks import TextReferencesInputs
 from ._text import caption_tokens, ngram_counts
 
 _NAME = "bleu"
@@ -101,8 +100,10 @@ class _CorpusCounts:
         return bleus
 
 
-class Bleu(CheckedInputs, evaluate.Metric):
+class Bleu(TextReferencesInputs, evaluate.Metric):
     """Corpus BLEU-1..4, equal to pycocoevalcap's ``Bleu(4)`` on the same tokens (see `_DESCRIPTION`)."""
+
+    _metric_label = _NAME
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -115,11 +116,6 @@ class Bleu(CheckedInputs, evaluate.Metric):
             codebase_urls=["https://github.com/tylin/coco-caption"],
             reference_urls=["https://aclanthology.org/P02-1040/"],
         )
-
-    def _check_inputs(self, predictions: Any, references: Any, dataset_name: str | None) -> None:
-        check_pairs(_NAME, predictions, references, dataset_name)
-        check_strings(_NAME, predictions, "prediction", dataset_name)
-        check_reference_lists(_NAME, references, dataset_name)
 
     def _compute(
         self,

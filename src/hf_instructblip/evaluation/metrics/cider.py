@@ -6,12 +6,11 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import datasets
 import evaluate
 
-from ._checks import CheckedInputs, check_pairs, check_reference_lists, check_strings
+from ._checks import TextReferencesInputs
 from ._text import caption_tokens, ngram_counts
 
 _NAME = "cider"
@@ -131,8 +130,10 @@ def cider_d_scores(candidates: Sequence[Sequence[str]], references: Sequence[Seq
     return scores
 
 
-class Cider(CheckedInputs, evaluate.Metric):
+class Cider(TextReferencesInputs, evaluate.Metric):
     """CIDEr-D, equal to pycocoevalcap's ``Cider`` on the same tokens (see `_DESCRIPTION`)."""
+
+    _metric_label = _NAME
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -145,11 +146,6 @@ class Cider(CheckedInputs, evaluate.Metric):
             codebase_urls=["https://github.com/tylin/coco-caption"],
             reference_urls=["https://arxiv.org/abs/1411.5726"],
         )
-
-    def _check_inputs(self, predictions: Any, references: Any, dataset_name: str | None) -> None:
-        check_pairs(_NAME, predictions, references, dataset_name)
-        check_strings(_NAME, predictions, "prediction", dataset_name)
-        check_reference_lists(_NAME, references, dataset_name)
 
     def _compute(
         self,

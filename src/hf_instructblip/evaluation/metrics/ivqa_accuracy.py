@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import datasets
 import evaluate
 
-from ._checks import CheckedInputs, check_pairs, check_reference_lists, check_strings
+from ._checks import TextReferencesInputs
 from ._text import normalize_vqa_answer
 
 _NAME = "ivqa_accuracy"
@@ -47,8 +46,10 @@ Examples:
 """
 
 
-class IvqaAccuracy(CheckedInputs, evaluate.Metric):
+class IvqaAccuracy(TextReferencesInputs, evaluate.Metric):
     """iVQA accuracy, min(#matching answers / 2, 1) (see `_DESCRIPTION`)."""
+
+    _metric_label = _NAME
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -60,11 +61,6 @@ class IvqaAccuracy(CheckedInputs, evaluate.Metric):
             ),
             reference_urls=["https://antoyang.github.io/just-ask.html"],
         )
-
-    def _check_inputs(self, predictions: Any, references: Any, dataset_name: str | None) -> None:
-        check_pairs(_NAME, predictions, references, dataset_name)
-        check_strings(_NAME, predictions, "prediction", dataset_name)
-        check_reference_lists(_NAME, references, dataset_name)
 
     def _compute(
         self,

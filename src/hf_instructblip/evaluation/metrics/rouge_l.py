@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import datasets
 import evaluate
 
-from ._checks import CheckedInputs, check_pairs, check_reference_lists, check_strings
+from ._checks import TextReferencesInputs
 from ._text import caption_tokens
 
 _NAME = "rouge_l"
@@ -70,8 +69,10 @@ def rouge_l_score(candidate: Sequence[str], references: Sequence[Sequence[str]],
     return (1 + beta**2) * precision * recall / (recall + beta**2 * precision)
 
 
-class RougeL(CheckedInputs, evaluate.Metric):
+class RougeL(TextReferencesInputs, evaluate.Metric):
     """ROUGE-L, equal to pycocoevalcap's ``Rouge`` on the same tokens (see `_DESCRIPTION`)."""
+
+    _metric_label = _NAME
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -84,11 +85,6 @@ class RougeL(CheckedInputs, evaluate.Metric):
             codebase_urls=["https://github.com/tylin/coco-caption"],
             reference_urls=["https://aclanthology.org/W04-1013/"],
         )
-
-    def _check_inputs(self, predictions: Any, references: Any, dataset_name: str | None) -> None:
-        check_pairs(_NAME, predictions, references, dataset_name)
-        check_strings(_NAME, predictions, "prediction", dataset_name)
-        check_reference_lists(_NAME, references, dataset_name)
 
     def _compute(
         self,

@@ -7,12 +7,11 @@ the paper for VQAv2, OK-VQA, TextVQA and VizWiz (PAPER.md §3).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import datasets
 import evaluate
 
-from ._checks import CheckedInputs, check_pairs, check_reference_lists, check_strings
+from ._checks import TextReferencesInputs
 from ._text import normalize_vqa_answer, process_punctuation
 
 _NAME = "vqa_accuracy"
@@ -98,8 +97,11 @@ def question_accuracy(prediction: str, answers: Sequence[str], normalize_referen
     return sum(per_subset) / len(per_subset)
 
 
-class VqaAccuracy(CheckedInputs, evaluate.Metric):
+class VqaAccuracy(TextReferencesInputs, evaluate.Metric):
     """VQA accuracy with the official answer normalisation (see `_DESCRIPTION`)."""
+
+    _metric_label = _NAME
+    _min_references = _MIN_ANSWERS
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -114,11 +116,6 @@ class VqaAccuracy(CheckedInputs, evaluate.Metric):
             ],
             reference_urls=["https://visualqa.org/evaluation.html"],
         )
-
-    def _check_inputs(self, predictions: Any, references: Any, dataset_name: str | None) -> None:
-        check_pairs(_NAME, predictions, references, dataset_name)
-        check_strings(_NAME, predictions, "prediction", dataset_name)
-        check_reference_lists(_NAME, references, dataset_name, min_count=_MIN_ANSWERS)
 
     def _compute(
         self,
