@@ -608,6 +608,27 @@ def _spec(**kwargs: Any) -> DatasetSpec:
     return DatasetSpec(**kwargs)
 
 
+def _llava_spec(name: str, data_file: str, note: str) -> DatasetSpec:
+    """One of LLaVA-Instruct-150K's three parts: they differ only in their file."""
+    return _spec(
+        name=name,
+        task_family="free_form",
+        paper_category="LLaVA-Instruct-150K",
+        held_out=False,
+        hub_id="liuhaotian/LLaVA-Instruct-150K",
+        hub_config=None,
+        splits={"train": "train"},
+        columns=_LLAVA_COLUMNS,
+        metric=None,
+        inference="generate",
+        zero_shot_prompt="{question}",
+        convert=convert_conversation,
+        hub_data_files={"train": data_file},
+        image_root=_COCO_TRAIN2017,
+        notes=note + _LLAVA_NOTE,
+    )
+
+
 _HELD_IN_SPECS = (
     _spec(
         name="coco_caption",
@@ -779,56 +800,12 @@ _HELD_IN_SPECS = (
         convert=convert_question_generation,
         notes="Question generation from A-OKVQA: the answer is the correct choice's text.",
     ),
-    _spec(
-        name="llava_detail",
-        task_family="free_form",
-        paper_category="LLaVA-Instruct-150K",
-        held_out=False,
-        hub_id="liuhaotian/LLaVA-Instruct-150K",
-        hub_config=None,
-        splits={"train": "train"},
-        columns=_LLAVA_COLUMNS,
-        metric=None,
-        inference="generate",
-        zero_shot_prompt="{question}",
-        convert=convert_conversation,
-        hub_data_files={"train": "detail_23k.json"},
-        image_root=_COCO_TRAIN2017,
-        notes="Detailed description part. " + _LLAVA_NOTE,
-    ),
-    _spec(
-        name="llava_reasoning",
-        task_family="free_form",
-        paper_category="LLaVA-Instruct-150K",
-        held_out=False,
-        hub_id="liuhaotian/LLaVA-Instruct-150K",
-        hub_config=None,
-        splits={"train": "train"},
-        columns=_LLAVA_COLUMNS,
-        metric=None,
-        inference="generate",
-        zero_shot_prompt="{question}",
-        convert=convert_conversation,
-        hub_data_files={"train": "complex_reasoning_77k.json"},
-        image_root=_COCO_TRAIN2017,
-        notes="Complex reasoning part. " + _LLAVA_NOTE,
-    ),
-    _spec(
-        name="llava_conversation",
-        task_family="free_form",
-        paper_category="LLaVA-Instruct-150K",
-        held_out=False,
-        hub_id="liuhaotian/LLaVA-Instruct-150K",
-        hub_config=None,
-        splits={"train": "train"},
-        columns=_LLAVA_COLUMNS,
-        metric=None,
-        inference="generate",
-        zero_shot_prompt="{question}",
-        convert=convert_conversation,
-        hub_data_files={"train": "conversation_58k.json"},
-        image_root=_COCO_TRAIN2017,
-        notes="Multi-turn conversation part: one sample per assistant turn, earlier rounds as text. " + _LLAVA_NOTE,
+    _llava_spec("llava_detail", "detail_23k.json", "Detailed description part. "),
+    _llava_spec("llava_reasoning", "complex_reasoning_77k.json", "Complex reasoning part. "),
+    _llava_spec(
+        "llava_conversation",
+        "conversation_58k.json",
+        "Multi-turn conversation part: one sample per assistant turn, earlier rounds as text. ",
     ),
 )
 
