@@ -43,6 +43,11 @@ _VISION_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
     "instructblip_vision_model": InstructBlipVisionModel,
     "blip_2_vision_model": Blip2VisionModel,
 }
+# Causal LLM families whose logits are exactly `get_output_embeddings()(base_model(...).last_hidden_state)`: no
+# logit scaling, soft-capping or auxiliary loss. For these, training computes the head only at the target positions.
+_PLAIN_HEAD_FAMILIES = frozenset(
+    {"llama", "mistral", "qwen2", "qwen3", "smollm3", "gemma", "phi3", "olmo2", "gpt2", "opt", "gpt_neox"}
+)
 # Names of a vision tower's final LayerNorm, in order of preference (BLIP/CLIP/SigLIP, then ViT/DINOv2, ...).
 _VISION_NORM_NAMES = ("post_layernorm", "layernorm", "norm", "ln_post")
 
@@ -366,6 +371,7 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         labels: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
+        return_logits: bool | None = None,
         **kwargs,
     ) -> InstructBlipForConditionalGenerationModelOutput:
         r"""Images + instruction (+ target) -> LLM logits (and loss).
@@ -382,7 +388,13 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
                 Encoder-decoder LLMs: ``(B, S_dec)`` target tokens.
             image_embeds: Precomputed [`get_vision_features`] output, ``(B, N, D)`` or ``(B, T, N, D)``.
             interpolate_pos_encoding: Let the vision tower interpolate its position embeddings.
-            kwargs: Passed on to the LLM (``use_cache``, ``past_key_values``, ``logits_to_keep``, ...).
+            return_logits: Whether to return the logits when ``labels`` are given. Default: not in training mode.
+                Without them a causal LLM of a plain-head family (Llama, Mistral, Qwen, SmolLM, Gemma, Phi-3,
+                OLMo-2, GPT-2, OPT, GPT-NeoX) computes its output head and the loss at the target positions only,
+                skipping the full-vocabulary logits of the image and prompt positions (same loss and gradients,
+                less time and memory); ``logits`` is then None.
+            kwargs: Passed on to the LLM (``use_cache``, ``past_key_values``, ``logits_to_keep``,
+                ``num_items_in_batch``, ...).
         """
         if input_ids is None:
             raise ValueError("input_ids is required: it says where the image tokens and the instruction go.")
@@ -399,6 +411,11 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
             if "position_ids" not in kwargs and not cached and not bool(attention_mask[:, 0].all()):
                 # Left padding: positions count real tokens only, so a padded sample sees what it sees alone.
                 kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            if return_logits is None:
+                return_logits = not self.training
+            if labels is not None and not return_logits and self._has_plain_head(kwargs):
+                loss = self._target_only_loss(inputs_embeds, attention_mask, labels, **kwargs)
+                return InstructBlipForConditionalGenerationModelOutput(loss=loss, image_features=features)
             outputs = self.language_model(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
             )
@@ -417,6 +434,36 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
             image_features=features,
             language_model_outputs=outputs,
         )
+
+    def _has_plain_head(self, kwargs: dict) -> bool:
+        if kwargs.get("logits_to_keep") or kwargs.get("use_cache") or kwargs.get("past_key_values") is not None:
+            return False
+        return self.config.text_config.model_type in _PLAIN_HEAD_FAMILIES
+
+    def _target_only_loss(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, **kwargs
+    ) -> torch.Tensor:
+        """The causal LLM's loss, with its output head applied only where a label is predicted.
+
+        Same value and gradients as the LLM's own loss (transformers' ``ForCausalLMLoss``: next-token cross-entropy
+        in fp32, averaged over the label tokens or divided by ``num_items_in_batch``), without the
+        ``(B, S, vocab)`` logits of the image and prompt positions.
+        """
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        for handled in ("return_dict", "use_cache"):
+            kwargs.pop(handled, None)
+        hidden = self.language_model.base_model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, return_dict=True, **kwargs
+        ).last_hidden_state  # (B, S, D)
+        targets = labels[:, 1:].to(hidden.device)  # token t predicts label t + 1
+        predicting = targets != -100  # (B, S - 1)
+        logits = self.language_model.get_output_embeddings()(hidden[:, :-1][predicting])  # (N_targets, vocab)
+        if num_items_in_batch is None:
+            return nn.functional.cross_entropy(logits.float(), targets[predicting])
+        loss = nn.functional.cross_entropy(logits.float(), targets[predicting], reduction="sum")
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(loss.device)
+        return loss / num_items_in_batch
 
     @torch.no_grad()
     def generate(
