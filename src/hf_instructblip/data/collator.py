@@ -7,17 +7,23 @@ truncation, 128 tokens).
 
 Truncation (``max_length``) never touches the image tokens and never removes the whole target: the target is
 shortened to fit (keeping at least one token), then the instruction loses its beginning.
+
+With a ``feature_cache`` (`training.VisionFeatureCache`), batches carry the cached frozen vision features as
+``image_embeds`` (``(B, N, D)``, or ``(B, T, N, D)`` for ``T`` images/frames) instead of ``pixel_values``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..processing_instructblip import HfInstructBlipProcessor, pad_sequences
+
+if TYPE_CHECKING:  # data must not import training at run time (training imports data)
+    from ..training.feature_cache import VisionFeatureCache
 
 __all__ = ["IGNORE_INDEX", "InstructBlipDataCollator"]
 
@@ -41,6 +47,8 @@ class InstructBlipDataCollator:
         qformer_max_length: Longest Q-Former text (default: the processor's, 128).
         pad_to_multiple_of: Pad sequence lengths to a multiple of this (tensor cores like multiples of 8).
         image_kwargs: Passed to the image processor.
+        feature_cache: A [`VisionFeatureCache`] built for this model and processor: batches then carry
+            ``image_embeds`` instead of ``pixel_values`` and the vision tower does not run.
     """
 
     processor: HfInstructBlipProcessor
@@ -50,11 +58,15 @@ class InstructBlipDataCollator:
     qformer_max_length: int | None = None
     pad_to_multiple_of: int | None = None
     image_kwargs: dict[str, Any] = field(default_factory=dict)
+    feature_cache: VisionFeatureCache | None = None
 
     @classmethod
     def for_model(cls, model: Any, processor: HfInstructBlipProcessor, **kwargs: Any) -> InstructBlipDataCollator:
-        """A collator matching ``model``'s LLM type."""
-        return cls(processor, decoder_only=model.config.use_decoder_only_language_model, **kwargs)
+        """A collator matching ``model``'s LLM type (and a ``feature_cache``, if given, checked against ``model``)."""
+        collator = cls(processor, decoder_only=model.config.use_decoder_only_language_model, **kwargs)
+        if collator.feature_cache is not None:
+            collator.feature_cache.check_compatible(model, None)
+        return collator
 
     def __post_init__(self) -> None:
         if self.processor.tokenizer.eos_token_id is None:
@@ -63,12 +75,24 @@ class InstructBlipDataCollator:
             )
         if self.processor.tokenizer.pad_token_id is None:
             raise ValueError("InstructBlipDataCollator: the LLM tokenizer has no pad token; set tokenizer.pad_token.")
+        if self.feature_cache is not None:
+            if self.image_kwargs:
+                raise ValueError(
+                    "InstructBlipDataCollator: image_kwargs cannot be combined with feature_cache (the cached features "
+                    "were computed with the processor's own settings); set them on the image processor and rebuild."
+                )
+            self.feature_cache.check_compatible(None, self.processor)
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not samples:
             raise ValueError("InstructBlipDataCollator: empty batch.")
-        pixel_values = self.processor.pixel_values([list(s["images"]) for s in samples], **self.image_kwargs)
-        num_frames = pixel_values.shape[1] if pixel_values.ndim == 5 else 1
+        if self.feature_cache is not None:
+            image_name, image_inputs = "image_embeds", self._cached_features(samples)
+            num_frames = image_inputs.shape[1] if image_inputs.ndim == 4 else 1
+        else:
+            images = [list(s["images"]) for s in samples]
+            image_name, image_inputs = "pixel_values", self.processor.pixel_values(images, **self.image_kwargs)
+            num_frames = image_inputs.shape[1] if image_inputs.ndim == 5 else 1
         n_image = self.processor.num_query_tokens * num_frames
         tokenizer = self.processor.tokenizer
         prompts = tokenizer([s["instruction"] for s in samples], add_special_tokens=True)["input_ids"]
@@ -80,8 +104,26 @@ class InstructBlipDataCollator:
         qformer_texts = [s.get("qformer_text") or s["instruction"] for s in samples]
         batch.update(self.processor.qformer_inputs(qformer_texts, self.qformer_max_length))
         tensors = {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
-        tensors["pixel_values"] = pixel_values
+        tensors[image_name] = image_inputs
         return tensors
+
+    def _cached_features(self, samples: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+        """``(B, N, D)`` (one image per sample) or ``(B, T, N, D)`` from the feature cache, like ``pixel_values``."""
+        assert self.feature_cache is not None
+        features = []
+        for i, sample in enumerate(samples):
+            try:
+                features.append(self.feature_cache.features(list(sample["images"])))  # (T, N, D)
+            except KeyError as error:
+                raise type(error)(f"InstructBlipDataCollator: batch sample {i}: {error}") from None
+        counts = [f.shape[0] for f in features]
+        if len(set(counts)) > 1:
+            detail = ", ".join(f"sample {i}: {n}" for i, n in enumerate(counts))
+            raise ValueError(
+                f"InstructBlipDataCollator: all samples of a batch need the same number of frames ({detail})."
+            )
+        # one image per sample: (B, N, D), as pixel_values is (B, C, H, W); else (B, T, N, D)
+        return torch.cat(features) if counts[0] == 1 else torch.stack(features)
 
     def _cap_target(self, target: list[int]) -> list[int]:
         target = [*target, self.processor.tokenizer.eos_token_id]
