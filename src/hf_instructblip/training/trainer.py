@@ -10,11 +10,21 @@ from typing import Any
 
 import torch
 from transformers import Trainer
+from transformers.utils import is_peft_available
 
 from ..data.mixture import BalancedMixtureSampler
 from .arguments import InstructBlipTrainingArguments
 
 __all__ = ["InstructBlipTrainer"]
+
+
+def _is_peft_model(model: Any) -> bool:
+    """A PeftModel's trainable set is PEFT's (`training.lora.apply_lora`): the full-model policy would freeze its LoRA."""
+    if not is_peft_available():
+        return False
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
 
 
 class InstructBlipTrainer(Trainer):
@@ -38,7 +48,7 @@ class InstructBlipTrainer(Trainer):
         args = args if args is not None else InstructBlipTrainingArguments(output_dir="outputs/instructblip")
         if model is not None:
             self._check_precision(model, args)
-            if getattr(args, "apply_trainable_policy", False):
+            if getattr(args, "apply_trainable_policy", False) and not _is_peft_model(model):
                 model.apply_trainable_policy()
         self.mixture_sizes = dict(mixture_sizes) if mixture_sizes else None
         super().__init__(model=model, args=args, **kwargs)
