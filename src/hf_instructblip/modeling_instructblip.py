@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from transformers.generation import GenerationMixin
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
 from transformers.modeling_utils import PreTrainedModel
 from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
 from transformers.models.instructblip.modeling_instructblip import InstructBlipVisionModel
@@ -35,6 +35,7 @@ __all__ = [
     "InstructBlipForConditionalGeneration",
     "InstructBlipForConditionalGenerationModelOutput",
     "InstructBlipImageFeatures",
+    "InstructBlipLanguageBackbone",
     "InstructBlipPreTrainedModel",
 ]
 
@@ -130,6 +131,26 @@ class InstructBlipPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.query_tokens, mean=0.0, std=self.config.initializer_range)
 
 
+class InstructBlipLanguageBackbone(nn.Module):
+    """``model.base_model``: InstructBLIP without the LLM's output head (images + text -> last hidden states).
+
+    Trainers that apply the output head themselves, such as TRL's fused LM head (``SFTTrainer`` calls
+    ``model.base_model(**inputs).last_hidden_state`` and projects it with ``model.get_output_embeddings()``),
+    then train InstructBLIP like any causal LM. A view: it holds no weights and is not a submodule, so parameter
+    names and checkpoints are unchanged.
+    """
+
+    _tp_plan = None  # read through `base_model` by PreTrainedModel.supports_tp_plan / supports_pp_plan
+    _pp_plan = None
+
+    def __init__(self, model: InstructBlipForConditionalGeneration):
+        super().__init__()
+        self._owner = (model,)  # a tuple, so nn.Module does not register the model as a submodule of its view
+
+    def forward(self, *args, **kwargs) -> BaseModelOutputWithPast:
+        return self._owner[0].language_model_hidden_states(*args, **kwargs)
+
+
 class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, GenerationMixin):
     """InstructBLIP for instruction-following generation: any vision tower, the Q-Former, any LLM.
 
@@ -190,6 +211,11 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
 
     def get_decoder(self):
         return self.language_model.get_decoder()
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The model without the LLM's output head: see [`InstructBlipLanguageBackbone`]."""
+        return InstructBlipLanguageBackbone(self)
 
     # ----- trainable-parameter policy --------------------------------------------------------------------------
     def trainable_module_names(self) -> tuple[str, ...]:
@@ -407,10 +433,7 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         attention_mask = self._checked_attention_mask(input_ids, attention_mask)
         kwargs["return_dict"] = True
         if decoder_only:
-            cached = kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None
-            if "position_ids" not in kwargs and not cached and not bool(attention_mask[:, 0].all()):
-                # Left padding: positions count real tokens only, so a padded sample sees what it sees alone.
-                kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            self._set_left_padding_positions(attention_mask, kwargs)
             if return_logits is None:
                 return_logits = not self.training
             if labels is not None and not return_logits and self._has_plain_head(kwargs):
@@ -434,6 +457,47 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
             image_features=features,
             language_model_outputs=outputs,
         )
+
+    @staticmethod
+    def _set_left_padding_positions(attention_mask: torch.Tensor, kwargs: dict) -> None:
+        cached = kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None
+        if "position_ids" not in kwargs and not cached and not bool(attention_mask[:, 0].all()):
+            # Left padding: positions count real tokens only, so a padded sample sees what it sees alone.
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+    def language_model_hidden_states(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""Steps 1-4 without the output head: the causal LLM's ``last_hidden_state``, ``(B, S, D_llm)``.
+
+        Takes [`forward`]'s inputs without labels; ``kwargs`` go to the LLM's body. Position ``t`` predicts token
+        ``t + 1`` through ``get_output_embeddings()``, as in [`forward`].
+        """
+        if not self.config.use_decoder_only_language_model:
+            raise ValueError(
+                f"This model's LLM ({self.config.text_config.model_type}) is encoder-decoder: it has no causal hidden "
+                "states to apply an output head to, so trainers with a fused LM head (TRL's SFTTrainer, ...) cannot "
+                "train it. Use hf_instructblip's InstructBlipTrainer with InstructBlipDataCollator."
+            )
+        if input_ids is None:
+            raise ValueError("input_ids is required: it says where the image tokens and the instruction go.")
+        image = self.get_image_features(
+            pixel_values, qformer_input_ids, qformer_attention_mask, image_embeds, interpolate_pos_encoding
+        )
+        features: torch.Tensor = image.pooler_output  # type: ignore[assignment]  # always set
+        inputs_embeds = self.merge_image_features(input_ids, features)
+        attention_mask = self._checked_attention_mask(input_ids, attention_mask)
+        self._set_left_padding_positions(attention_mask, kwargs)
+        kwargs["return_dict"] = True
+        return self.language_model.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
 
     def _has_plain_head(self, kwargs: dict) -> bool:
         if kwargs.get("logits_to_keep") or kwargs.get("use_cache") or kwargs.get("past_key_values") is not None:
