@@ -3,17 +3,24 @@
 from .arguments import InstructBlipTrainingArguments
 from .feature_cache import MissingFeaturesError, VisionFeatureCache
 from .lora import LORA_TARGETS, InstructBlipPeftModel, apply_lora, load_adapter, lora_config, lora_target_modules
+from .run import DataArguments, ModelArguments, TrainRunOutput, parse_config, run_from_config, train
 from .trainer import InstructBlipTrainer
 
 __all__ = [
     "LORA_TARGETS",
+    "DataArguments",
     "InstructBlipPeftModel",
     "InstructBlipTrainer",
     "InstructBlipTrainingArguments",
     "MissingFeaturesError",
+    "ModelArguments",
+    "TrainRunOutput",
     "VisionFeatureCache",
     "apply_lora",
     "load_adapter",
     "lora_config",
     "lora_target_modules",
+    "parse_config",
+    "run_from_config",
+    "train",
 ]

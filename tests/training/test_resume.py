@@ -1,0 +1,118 @@
+"""Resume without loss: a `hf-instructblip train` process killed with SIGKILL mid-training and resumed from its last
+checkpoint ends with exactly the weights of an uninterrupted run (same seed, CPU, fp32, no dataloader workers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import make_processor, model_for
+from hf_instructblip.training.run import last_complete_checkpoint
+
+MAX_STEPS = 24
+SAVE_STEPS = 4
+TIMEOUT = 300  # seconds per process; a step takes well under one
+
+
+@pytest.fixture(scope="module")
+def config(tokenizer_dirs, tmp_path_factory) -> Path:
+    """A tiny saved model (Q-Former dropout on: the RNG state must be restored too) and a config training it."""
+    root = tmp_path_factory.mktemp("resume")
+    processor = make_processor(tokenizer_dirs)
+    model_for(processor, "llama", seed=1).save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    settings = {
+        "model": {"model_name_or_path": str(root / "model")},
+        # Two datasets: the balanced-mixture sampler; 32 samples in batches of 4: the run crosses epochs.
+        "data": {"datasets": ["synthetic_vqa", "synthetic_counting"], "samples_per_dataset": 16},
+        "training": {
+            "max_steps": MAX_STEPS,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 1e-3,
+            "warmup_steps": 2,
+            "logging_steps": 1,
+            "save_steps": SAVE_STEPS,
+            "save_total_limit": 2,
+            "dataloader_num_workers": 0,
+            "use_cpu": True,
+            "seed": 0,
+            "report_to": "none",
+            "disable_tqdm": True,
+        },
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def _train(config: Path, output_dir: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "-m", "hf_instructblip.cli", "train", str(config)]
+    return subprocess.Popen(
+        [*command, "--training.output_dir", str(output_dir), *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _finish(process: subprocess.Popen) -> str:
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout + stderr
+
+
+def _kill_after_first_checkpoint(process: subprocess.Popen, output_dir: Path) -> None:
+    """SIGKILL as soon as one checkpoint is complete: MAX_STEPS - SAVE_STEPS steps before the run could end."""
+    deadline = time.monotonic() + TIMEOUT
+    while process.poll() is None and time.monotonic() < deadline:
+        if last_complete_checkpoint(output_dir) is not None:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL, f"the run ended on its own (rc {process.returncode}) before the kill"
+
+
+def _losses(output_dir: Path) -> dict[int, float]:
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+
+def test_sigkilled_run_resumes_to_the_same_weights_as_an_uninterrupted_one(config, tmp_path):
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    uninterrupted = _train(config, reference)  # runs alongside: nothing depends on timing
+    victim = _train(config, killed)
+    try:
+        _kill_after_first_checkpoint(victim, killed)
+        assert not (killed / "model.safetensors").exists()  # killed mid-training, before the final save
+        output = _finish(_train(config, killed, "--training.resume_from_checkpoint", "true"))
+        resumed_from = re.search(r"Resuming from checkpoint \S*checkpoint-(\d+)", output)
+        assert resumed_from is not None, output[-3000:]
+        assert 0 < int(resumed_from.group(1)) < MAX_STEPS
+        _finish(uninterrupted)
+    finally:
+        for process in (uninterrupted, victim):
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+    resumed, expected = load_file(killed / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert resumed.keys() == expected.keys()
+    different = [name for name in expected if not torch.equal(resumed[name], expected[name])]
+    assert not different, f"{len(different)} tensors differ after resuming, e.g. {different[:3]}"
+    assert _losses(killed) == _losses(reference)  # the same loss at every step, before and after the kill
+    assert len(_losses(reference)) == MAX_STEPS
