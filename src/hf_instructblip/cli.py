@@ -5,6 +5,8 @@ hf-instructblip convert <official folder> <our folder>          # or back: --to 
 hf-instructblip generate my-model --image photo.jpg --prompt "What is in the photo?"
 hf-instructblip evaluate my-model --datasets synthetic_yes_no gqa --output-dir results
 hf-instructblip demo
+hf-instructblip train examples/configs/tiny.yaml --training.output_dir outputs/run   # --section.key value overrides
+hf-instructblip push my-model me/my-instructblip --results results   # token: HF_TOKEN or `hf auth login`
 """
 
 from __future__ import annotations
@@ -92,7 +94,42 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(args.output)
+    run_demo(args.output, max_steps=args.max_steps)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    import logging
+
+    from .training.run import run_from_config
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    try:
+        run = run_from_config(args.config, args.overrides)
+    except FloatingPointError as error:  # NaN/inf loss: the message names the step; checkpoints are intact
+        print(f"hf-instructblip train: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from error
+    print(f"Trained {run.global_step} steps (loss {run.training_loss:.4f}); outputs in {run.output_dir}")
+
+
+def _cmd_push(args: argparse.Namespace) -> None:
+    from .hub import CardInfo, PushToHubError, push_to_hub
+
+    try:
+        commit = push_to_hub(
+            args.folder,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            create_pr=args.create_pr,
+            results=args.results,
+            card=CardInfo(base_model=args.base_model, license=args.license),
+        )
+    except PushToHubError as error:  # network, auth or Hub failure: the message says which (never the token)
+        print(f"hf-instructblip push: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    pull_request = f" (pull request {commit.pr_url})" if commit.pr_url else ""
+    print(f"Pushed {args.folder} -> {commit.commit_url}{pull_request}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,9 +181,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output-dir", default="outputs/eval")
     evaluate.set_defaults(func=_cmd_evaluate)
 
-    demo = commands.add_parser("demo", help="build a model from the shipped real parts and generate for a photo")
+    demo = commands.add_parser(
+        "demo", help="build a mini model from the shipped real parts and instruction-tune it for ~2 minutes"
+    )
     demo.add_argument("--output", default="outputs/demo-model")
+    demo.add_argument("--max-steps", type=int, default=60, help="training steps (batch 8)")
     demo.set_defaults(func=_cmd_demo)
+
+    train = commands.add_parser("train", help="instruction-tune from a YAML/JSON config (model, data, training)")
+    train.add_argument("config", help="YAML or JSON file; see examples/configs/")
+    train.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key value, e.g. --training.max_steps 10")
+    train.set_defaults(func=_cmd_train)
+
+    push = commands.add_parser("push", help="push a model, LoRA adapter or results folder to the Hub with its card")
+    push.add_argument("folder", help="model / adapter folder (save_pretrained) or results folder (evaluate)")
+    push.add_argument("repo_id", help="namespace/name, created if missing; token from HF_TOKEN or `hf auth login`")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", default=None, help="branch to commit to (created from main if missing)")
+    push.add_argument("--commit-message", default=None)
+    push.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    push.add_argument("--results", default=None, help="results.json (or its folder) to put on the card")
+    push.add_argument("--base-model", default=None, help="Hub id of the base model (an adapter's base)")
+    push.add_argument("--license", default=None, help="license id for the card, e.g. apache-2.0")
+    push.set_defaults(func=_cmd_push)
     return parser
 
 

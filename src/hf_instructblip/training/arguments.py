@@ -41,6 +41,13 @@ class InstructBlipTrainingArguments(TrainingArguments):
     mixture_multipliers: dict[str, float] | None = field(
         default=None, metadata={"help": "Mixture: dataset name -> factor on top of the sqrt(size) weight."}
     )
+    hub_strategy: str = field(
+        default="end",
+        metadata={
+            "help": "With push_to_hub: push the final model once, in one commit (transformers' per-save pushes would "
+            "upload pickled training_args.bin and optimizer states)."
+        },
+    )
     apply_trainable_policy: bool = field(
         default=True, metadata={"help": "Freeze vision tower and LLM; train Q-Former, queries, projection, ln_vision."}
     )

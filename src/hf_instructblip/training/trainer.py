@@ -5,6 +5,7 @@ sampler, refusal of fp16 with T5 LLMs, and a stop at the first non-finite loss.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,3 +90,82 @@ class InstructBlipTrainer(Trainer):
                 "stopped before the optimizer step, so the last saved checkpoint is intact."
             )
         return loss
+
+    def _card_info(self, finetuned_from: str | None = None, license: str | None = None, **kwargs: Any) -> Any:
+        from ..hub import CardInfo
+
+        args: InstructBlipTrainingArguments = self.args  # type: ignore[assignment]
+        dataset, tags = kwargs.get("dataset"), kwargs.get("tags")
+        return CardInfo(
+            base_model=finetuned_from,
+            license=license,
+            datasets=[dataset] if isinstance(dataset, str) else dataset,
+            tags=[tags] if isinstance(tags, str) else list(tags or []),
+            mixture_sizes=self.mixture_sizes,
+            mixture_multipliers=args.mixture_multipliers,
+            training_args=args.to_dict(),
+            log_history=self.state.log_history,
+        )
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Write hf_instructblip's model card (`hub.render_model_card`) to ``output_dir/README.md``.
+
+        The card lists the components, this trainer's mixture with its sampling weights, the hyperparameters and the
+        last logged loss. ``language``, ``tasks``, ``dataset_tags`` and ``dataset_args`` are not used.
+        """
+        if not self.is_world_process_zero():
+            return
+        from ..hub import render_model_card
+
+        card = self._card_info(finetuned_from, license, tags=tags, dataset=dataset)
+        output_dir = str(self.args.output_dir)
+        repo_id = self.hub_model_id or model_name or os.path.basename(os.path.abspath(output_dir))
+        render_model_card(output_dir, repo_id, card).save(os.path.join(output_dir, "README.md"))
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Save the model and push ``output_dir`` with `hub.push_to_hub`: one atomic commit of the weights
+        (safetensors), processor, remote code and our model card; pickles (``training_args.bin``) and checkpoints stay
+        local. ``kwargs`` (``finetuned_from``, ``license``, ``tags``, ``dataset``) go on the card; ``blocking`` is
+        accepted for compatibility (the push always blocks).
+
+        Returns:
+            The `huggingface_hub.CommitInfo`, or None on processes other than the main one.
+        """
+        from ..hub import push_to_hub
+
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        card_fields = ("finetuned_from", "license", "tags", "dataset", "model_name")
+        self.create_model_card(**{key: value for key, value in kwargs.items() if key in card_fields})
+        return push_to_hub(  # the card just written to output_dir goes along
+            str(self.args.output_dir),
+            str(self.hub_model_id),  # set by init_hf_repo
+            token=token,
+            private=bool(private if private is not None else self.args.hub_private_repo),
+            revision=revision if revision is not None else self.args.hub_revision,
+            commit_message=commit_message,
+        )

@@ -1,0 +1,1 @@
+"""Pushing to a local Hub-compatible server (a package so its conftest does not shadow tests/conftest.py)."""
