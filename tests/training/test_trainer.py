@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import make_processor, model_for
 from hf_instructblip.data.collator import InstructBlipDataCollator
@@ -116,3 +117,60 @@ def test_non_finite_loss_stops_training_naming_the_step(setup, tmp_path):
         trainer.train()
     for name, value in trainable_before.items():  # no optimizer step was taken
         assert torch.equal(model.get_parameter(name).detach(), value) or torch.isnan(value).any(), name
+
+
+def test_generation_metrics_during_training_keep_the_best_checkpoint(setup, tmp_path):
+    from hf_instructblip.data.synthetic import synthetic_dataset
+    from hf_instructblip.evaluation.harness import evaluate_zero_shot
+
+    processor, parts = setup
+    model = model_for(processor, "llama", seed=2)
+    zero_shot = {  # one ranked (held-out, candidates) and one generated task
+        name: synthetic_dataset(name, 4, seed=9, image_size=32) for name in ("synthetic_yes_no", "synthetic_vqa")
+    }
+    generation = {"num_beams": 1, "max_new_tokens": 3}
+    trainer = InstructBlipTrainer(
+        model=model,
+        args=_args(
+            tmp_path,
+            max_steps=4,
+            eval_strategy="steps",
+            eval_steps=2,
+            save_strategy="steps",
+            save_steps=2,
+            load_best_model_at_end=True,
+            metric_for_best_model="zero_shot_average",
+            per_device_eval_batch_size=4,
+        ),
+        train_dataset=concatenate_mixture(parts),
+        data_collator=InstructBlipDataCollator.for_model(model, processor),
+        processing_class=processor,
+        zero_shot_datasets=zero_shot,
+        zero_shot_generation=generation,
+    )
+    trainer.train()
+
+    evaluations = [entry for entry in trainer.state.log_history if "eval_zero_shot_average" in entry]
+    assert [entry["step"] for entry in evaluations] == [2, 4]
+    assert {"eval_synthetic_yes_no_accuracy", "eval_synthetic_vqa_accuracy"} <= evaluations[0].keys()
+    losses = [entry for entry in trainer.state.log_history if "eval_synthetic_vqa_loss" in entry]
+    assert len(losses) == 2  # the zero-shot sets were the eval sets too
+    best = max(entry["eval_zero_shot_average"] for entry in evaluations)
+    assert trainer.state.best_metric == best
+    best_step = next(entry["step"] for entry in evaluations if entry["eval_zero_shot_average"] == best)  # ties: first
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
+    # the model in hand at the end holds the best checkpoint's weights, not the last step's
+    saved = {step: load_file(str(tmp_path / "run" / f"checkpoint-{step}" / "model.safetensors")) for step in (2, 4)}
+    trained = [name for name, param in model.named_parameters() if param.requires_grad]
+    for name in trained:
+        assert torch.equal(trainer.model.get_parameter(name).detach(), saved[best_step][name]), name
+    assert any(not torch.equal(saved[2][name], saved[4][name]) for name in trained)
+    # the model in hand at the end is the best checkpoint: scoring it again gives the best metric
+    again = evaluate_zero_shot(trainer.model, processor, zero_shot, generation=generation, progress=False)
+    assert sum(r.score for r in again.values()) / len(again) == trainer.state.best_metric
+
+
+def test_zero_shot_evaluation_needs_the_processor(setup, tmp_path):
+    processor, _ = setup
+    with pytest.raises(ValueError, match="zero_shot_datasets needs processing_class"):
+        InstructBlipTrainer(model=model_for(processor), args=_args(tmp_path), zero_shot_datasets=["synthetic_vqa"])

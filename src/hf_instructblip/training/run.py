@@ -153,7 +153,12 @@ class DataArguments:
             name: my_vqa}``.
         dataset_kwargs: Registry name -> extra `load_instruction_dataset` arguments (``data_files``, ``image_root``).
         samples_per_dataset: Synthetic: how many to generate (default 200); others: keep the first N (default all).
-        eval_datasets: Evaluated during / after training (eval loss per dataset); same names as ``datasets``.
+        eval_datasets: Evaluated during / after training: the eval loss per dataset and, with ``zero_shot_eval``,
+            the paper's zero-shot protocol and metric (``eval_<name>_<metric>``, ``eval_zero_shot_average``: set
+            ``training.metric_for_best_model: zero_shot_average`` to keep the best checkpoint); same names as
+            ``datasets``.
+        zero_shot_eval: Also score ``eval_datasets`` with generation/ranking metrics at every evaluation.
+        zero_shot_generation: Overrides of the paper's generation settings there (e.g. ``{num_beams: 1}``).
         eval_samples_per_dataset: Like ``samples_per_dataset``, for ``eval_datasets``.
         synthetic_image_size: Side of the rendered synthetic images (the processor resizes them anyway).
         synthetic_seed: Seed of the synthetic training sets (evaluation sets use ``synthetic_seed + 1000``).
@@ -170,6 +175,8 @@ class DataArguments:
     samples_per_dataset: int | None = field(default=None, metadata={"help": "Samples per training dataset."})
     eval_datasets: list[str] = field(default_factory=list, metadata={"help": "Evaluation dataset names."})
     eval_samples_per_dataset: int | None = field(default=None, metadata={"help": "Samples per eval dataset."})
+    zero_shot_eval: bool = field(default=True, metadata={"help": "Score eval_datasets with the paper's metrics."})
+    zero_shot_generation: dict[str, Any] = field(default_factory=dict, metadata={"help": "Generation overrides."})
     synthetic_image_size: int = field(default=64, metadata={"help": "Synthetic image side (>= 32)."})
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic training sets."})
     max_length: int | None = field(default=None, metadata={"help": "Longest LLM input, image tokens included."})
@@ -698,6 +705,8 @@ def train(
         data_collator=InstructBlipDataCollator.for_model(model, processor, **collator_kwargs),
         processing_class=processor,
         mixture_sizes={name: len(part) for name, part in parts.items()} if len(parts) > 1 else None,
+        zero_shot_datasets=evals if data_args.zero_shot_eval and evals else None,
+        zero_shot_generation=data_args.zero_shot_generation,
         callbacks=list(callbacks or []),
     )
     if checkpoint is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -36,6 +36,13 @@ class InstructBlipTrainer(Trainer):
         args: [`InstructBlipTrainingArguments`].
         mixture_sizes: Dataset name -> size, in the order the datasets were concatenated into ``train_dataset``
             (`data.concatenate_mixture`); with it the train sampler is the balanced mixture (PAPER.md §2).
+        zero_shot_datasets: Evaluated with the paper's protocol (`evaluation.evaluate_zero_shot`: generation or
+            ranking, and each dataset's metric) at every evaluation: names, or ``{name: dataset}`` in the unified
+            schema. Metrics are logged as ``eval_<dataset>_<metric>`` plus ``eval_zero_shot_average``, so
+            ``metric_for_best_model="zero_shot_average"`` with ``load_best_model_at_end=True`` keeps the best
+            checkpoint. Needs ``processing_class=processor``. Datasets given as a mapping are also the
+            ``eval_dataset`` when there is none (their eval loss is logged too).
+        zero_shot_generation: Overrides of the paper's generation settings for them (e.g. ``{"num_beams": 1}``).
         **kwargs: Everything `Trainer` takes (``train_dataset``, ``data_collator``, ``eval_dataset``, callbacks, ...).
     """
 
@@ -44,6 +51,8 @@ class InstructBlipTrainer(Trainer):
         model: Any = None,
         args: InstructBlipTrainingArguments | None = None,
         mixture_sizes: Mapping[str, int] | None = None,
+        zero_shot_datasets: Mapping[str, Any] | Sequence[str] | None = None,
+        zero_shot_generation: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ):
         args = args if args is not None else InstructBlipTrainingArguments(output_dir="outputs/instructblip")
@@ -52,6 +61,12 @@ class InstructBlipTrainer(Trainer):
             if getattr(args, "apply_trainable_policy", False) and not _is_peft_model(model):
                 model.apply_trainable_policy()
         self.mixture_sizes = dict(mixture_sizes) if mixture_sizes else None
+        if zero_shot_datasets and kwargs.get("processing_class") is None:
+            raise ValueError("zero_shot_datasets needs processing_class=<the model's processor> to build the prompts.")
+        if isinstance(zero_shot_datasets, Mapping) and kwargs.get("eval_dataset") is None:
+            kwargs["eval_dataset"] = dict(zero_shot_datasets)  # their eval loss too (and Trainer wants an eval set)
+        self.zero_shot_datasets = zero_shot_datasets
+        self.zero_shot_generation = dict(zero_shot_generation or {})
         super().__init__(model=model, args=args, **kwargs)
 
     @staticmethod
@@ -81,6 +96,39 @@ class InstructBlipTrainer(Trainer):
             same_dataset_per_batch=args.same_dataset_per_batch,
             seed=args.seed,
         )
+
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """`Trainer.evaluate` (the loss on ``eval_dataset``), plus the zero-shot metrics of ``zero_shot_datasets``."""
+        metrics: dict[str, float] = {}
+        if eval_dataset is not None or self.eval_dataset is not None or not self.zero_shot_datasets:
+            metrics.update(super().evaluate(eval_dataset, ignore_keys, metric_key_prefix))
+        if self.zero_shot_datasets and eval_dataset is None:
+            zero_shot = self._zero_shot_metrics(metric_key_prefix)
+            self.log(zero_shot)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, zero_shot)
+            metrics.update(zero_shot)
+        return metrics
+
+    def _zero_shot_metrics(self, prefix: str) -> dict[str, float]:
+        """Every process runs the whole protocol, so that all agree on the best checkpoint."""
+        from ..evaluation.harness import evaluate_zero_shot
+
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        results = evaluate_zero_shot(
+            model,
+            self.processing_class,
+            self.zero_shot_datasets,  # type: ignore[arg-type]
+            batch_size=self.args.per_device_eval_batch_size,
+            generation=self.zero_shot_generation,
+            progress=False,
+        )
+        model.train(was_training)
+        metrics = {f"{prefix}_{name}_{result.metric}": result.score for name, result in results.items()}
+        metrics[f"{prefix}_zero_shot_average"] = sum(r.score for r in results.values()) / len(results)
+        return metrics
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
