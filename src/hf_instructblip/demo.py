@@ -66,7 +66,8 @@ def _show(model: Any, processor: Any, shown: list[dict[str, Any]]) -> list[str]:
     )
     qformer = processor.qformer_inputs([s["qformer_text"] for s in shown])  # without the OCR tokens
     inputs.update({key: torch.tensor(value) for key, value in qformer.items()})
-    output = model.eval().generate(**inputs, max_new_tokens=8, do_sample=False)
+    # min_new_tokens=1 as in the paper's evaluation settings (the harness uses them too): no empty answers
+    output = model.eval().generate(**inputs, max_new_tokens=8, min_new_tokens=1, do_sample=False)
     return processor.decode_generated(output, inputs["input_ids"])
 
 
