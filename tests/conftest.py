@@ -176,3 +176,22 @@ def model_for(processor, llm: str = "llama", seed: int = 0) -> InstructBlipForCo
     )
     torch.manual_seed(seed)
     return perturb_(InstructBlipForConditionalGeneration(config), seed).eval()
+
+
+#: Prepended to fresh-process scripts: hides hf_instructblip, so everything must come from the saved or pushed
+#: remote code (trust_remote_code=True).
+HIDE_PACKAGE = """
+import importlib.abc, sys
+
+class HidePackage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "hf_instructblip":
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)")
+
+sys.meta_path.insert(0, HidePackage())
+try:
+    import hf_instructblip
+    raise SystemExit("hf_instructblip is importable: the test would prove nothing")
+except ModuleNotFoundError:
+    pass
+"""

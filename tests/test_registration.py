@@ -22,7 +22,7 @@ from transformers import (
     pipeline,
 )
 
-from conftest import make_processor, model_for, tiny_config
+from conftest import HIDE_PACKAGE, make_processor, model_for, tiny_config
 from hf_instructblip import (
     HfInstructBlipProcessor,
     InstructBlipConfig,
@@ -99,21 +99,9 @@ def test_pipeline_image_text_to_text(saved, tmp_path):
     assert result[0]["generated_text"].strip() == expected
 
 
-_HIDDEN_PACKAGE_SCRIPT = """
-import importlib.abc, importlib.util, sys
-
-class HidePackage(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] == "hf_instructblip":
-            raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)")
-
-sys.meta_path.insert(0, HidePackage())
-try:
-    import hf_instructblip
-    raise SystemExit("hf_instructblip is importable: the test would prove nothing")
-except ModuleNotFoundError:
-    pass
-
+_HIDDEN_PACKAGE_SCRIPT = (
+    HIDE_PACKAGE
+    + """
 import torch
 from PIL import Image
 from safetensors.torch import save_file
@@ -128,6 +116,7 @@ with torch.no_grad():
     logits = model(**inputs).logits
 save_file({"logits": logits.contiguous(), "ids": model.generate(**inputs, **GENERATE)}, OUT)
 """
+)
 
 
 def test_trust_remote_code_without_the_package(saved, tmp_path):

@@ -373,6 +373,27 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, S, D_llm)
         return inputs_embeds.masked_scatter(placeholder[..., None], image_features.to(inputs_embeds.dtype))
 
+    def _llm_inputs(
+        self,
+        pixel_values: torch.Tensor | None,
+        qformer_input_ids: torch.Tensor | None,
+        qformer_attention_mask: torch.Tensor | None,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        image_embeds: torch.Tensor | None,
+        interpolate_pos_encoding: bool,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Steps 1-3 and the merge: (visual tokens, LLM input embeddings, checked attention mask)."""
+        if input_ids is None:
+            raise ValueError("input_ids is required: it says where the image tokens and the instruction go.")
+        image = self.get_image_features(
+            pixel_values, qformer_input_ids, qformer_attention_mask, image_embeds, interpolate_pos_encoding
+        )
+        features: torch.Tensor = image.pooler_output  # type: ignore[assignment]  # always set
+        inputs_embeds = self.merge_image_features(input_ids, features, labels)
+        return features, inputs_embeds, self._checked_attention_mask(input_ids, attention_mask)
+
     @staticmethod
     def _checked_attention_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if attention_mask is None:
@@ -422,15 +443,17 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
             kwargs: Passed on to the LLM (``use_cache``, ``past_key_values``, ``logits_to_keep``,
                 ``num_items_in_batch``, ...).
         """
-        if input_ids is None:
-            raise ValueError("input_ids is required: it says where the image tokens and the instruction go.")
-        image = self.get_image_features(
-            pixel_values, qformer_input_ids, qformer_attention_mask, image_embeds, interpolate_pos_encoding
-        )
         decoder_only = self.config.use_decoder_only_language_model
-        features: torch.Tensor = image.pooler_output  # type: ignore[assignment]  # always set
-        inputs_embeds = self.merge_image_features(input_ids, features, labels if decoder_only else None)
-        attention_mask = self._checked_attention_mask(input_ids, attention_mask)
+        features, inputs_embeds, attention_mask = self._llm_inputs(
+            pixel_values,
+            qformer_input_ids,
+            qformer_attention_mask,
+            input_ids,
+            attention_mask,
+            image_embeds,
+            interpolate_pos_encoding,
+            labels if decoder_only else None,
+        )
         kwargs["return_dict"] = True
         if decoder_only:
             self._set_left_padding_positions(attention_mask, kwargs)
@@ -487,14 +510,15 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
                 "states to apply an output head to, so trainers with a fused LM head (TRL's SFTTrainer, ...) cannot "
                 "train it. Use hf_instructblip's InstructBlipTrainer with InstructBlipDataCollator."
             )
-        if input_ids is None:
-            raise ValueError("input_ids is required: it says where the image tokens and the instruction go.")
-        image = self.get_image_features(
-            pixel_values, qformer_input_ids, qformer_attention_mask, image_embeds, interpolate_pos_encoding
+        _, inputs_embeds, attention_mask = self._llm_inputs(
+            pixel_values,
+            qformer_input_ids,
+            qformer_attention_mask,
+            input_ids,
+            attention_mask,
+            image_embeds,
+            interpolate_pos_encoding,
         )
-        features: torch.Tensor = image.pooler_output  # type: ignore[assignment]  # always set
-        inputs_embeds = self.merge_image_features(input_ids, features)
-        attention_mask = self._checked_attention_mask(input_ids, attention_mask)
         self._set_left_padding_positions(attention_mask, kwargs)
         kwargs["return_dict"] = True
         return self.language_model.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)

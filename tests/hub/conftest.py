@@ -24,25 +24,10 @@ from typing import Any
 
 import pytest
 
+from conftest import HIDE_PACKAGE
+
 SERVER = Path(__file__).with_name("hub_server.py")
 USER = "hub-tester"
-
-#: Prepended to fresh-process scripts: hides hf_instructblip, so everything must come from the pushed remote code.
-HIDE_PACKAGE = """
-import importlib.abc, sys
-
-class HidePackage(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] == "hf_instructblip":
-            raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)")
-
-sys.meta_path.insert(0, HidePackage())
-try:
-    import hf_instructblip
-    raise SystemExit("hf_instructblip is importable: the test would prove nothing")
-except ModuleNotFoundError:
-    pass
-"""
 
 
 @dataclass

@@ -105,6 +105,8 @@ def generation_settings(task_family: str, overrides: Mapping[str, Any] | None = 
     settings = {**_GENERATE_DEFAULT, **_GENERATE_BY_FAMILY.get(task_family, {})}
     settings.update(overrides or {})
     settings.setdefault("do_sample", False)
+    if settings.get("num_beams") == 1 and "length_penalty" not in (overrides or {}):
+        settings.pop("length_penalty", None)  # a beam-search option: greedy decoding would warn that it ignores it
     return settings
 
 
