@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -85,6 +87,22 @@ def test_fp16_with_t5_is_refused(setup, tmp_path):
     args.fp16 = True  # set after construction: fp16 itself needs a GPU at argument-parsing time
     with pytest.raises(ValueError, match="fp16 with a t5 LLM overflows"):
         InstructBlipTrainer(model=model, args=args)
+
+
+def test_bf16_trains_a_t5_model(setup, tmp_path):
+    processor, parts = setup
+    model = model_for(processor, "t5")
+    before = model.query_tokens.detach().clone()
+    trainer = InstructBlipTrainer(
+        model=model,
+        args=_args(tmp_path, max_steps=3, bf16=True),  # CPU autocast in bf16: what a GPU run with T5 uses
+        train_dataset=concatenate_mixture(parts),
+        data_collator=InstructBlipDataCollator.for_model(model, processor),
+    )
+    result = trainer.train()
+    assert trainer.accelerator.mixed_precision == "bf16"
+    assert math.isfinite(result.training_loss)
+    assert not torch.equal(model.query_tokens.detach(), before)
 
 
 def test_mixture_sizes_must_match_the_dataset(setup, tmp_path):
