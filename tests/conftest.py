@@ -178,6 +178,15 @@ def model_for(processor, llm: str = "llama", seed: int = 0) -> InstructBlipForCo
     return perturb_(InstructBlipForConditionalGeneration(config), seed).eval()
 
 
+def assert_moved_exactly(named_parameters, before: dict[str, torch.Tensor], moving: set[str]) -> None:
+    """Every parameter named in ``moving`` changed from ``before``; every other one is bit-identical."""
+    for name, param in named_parameters:
+        if name in moving:
+            assert not torch.equal(param.detach(), before[name]), f"{name} did not change"
+        else:
+            assert torch.equal(param.detach(), before[name]), f"frozen {name} changed"
+
+
 #: Prepended to fresh-process scripts: hides hf_instructblip, so everything must come from the saved or pushed
 #: remote code (trust_remote_code=True).
 HIDE_PACKAGE = """

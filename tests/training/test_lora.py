@@ -19,6 +19,7 @@ from conftest import (
     QFORMER,
     T5,
     VISION,
+    assert_moved_exactly,
     make_inputs,
     perturb_,
     tiny_model,
@@ -322,8 +323,7 @@ def test_trainer_trains_the_lora_model_and_its_checkpoint_restores_and_resumes_e
     InstructBlipTrainer(model=peft_model, args=args, train_dataset=dataset).train()
 
     assert {n for n, p in peft_model.named_parameters() if p.requires_grad} == trainable
-    for name, param in peft_model.named_parameters():
-        assert torch.equal(param.detach(), before[name]) == (name not in trainable), name  # all and only these move
+    assert_moved_exactly(peft_model.named_parameters(), before, trainable)  # all and only these move
 
     checkpoint = tmp_path / "run" / "checkpoint-2"
     fresh = InstructBlipForConditionalGeneration.from_pretrained(tmp_path / "base")

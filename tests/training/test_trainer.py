@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_processor, model_for
+from conftest import assert_moved_exactly, make_processor, model_for
 from hf_instructblip.data.collator import InstructBlipDataCollator
 from hf_instructblip.data.mixture import BalancedMixtureSampler, concatenate_mixture
 from hf_instructblip.data.synthetic import SYNTHETIC_HELD_IN, synthetic_mixture
@@ -69,11 +69,7 @@ def test_training_moves_exactly_the_trainable_parameters_and_lowers_the_loss(set
 
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {n for n in before if model.is_trainable_by_default(n)}
-    for name, param in model.named_parameters():
-        if name in trainable:
-            assert not torch.equal(param.detach(), before[name]), f"{name} did not change"
-        else:
-            assert torch.equal(param.detach(), before[name]), f"frozen {name} changed"
+    assert_moved_exactly(model.named_parameters(), before, trainable)
     model.eval()
     with torch.no_grad():
         loss_after = model(**fixed).loss.item()

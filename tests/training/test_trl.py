@@ -12,7 +12,7 @@ import pytest
 import torch
 from trl import SFTConfig, SFTTrainer
 
-from conftest import make_processor, model_for
+from conftest import assert_moved_exactly, make_processor, model_for
 from hf_instructblip import InstructBlipForConditionalGeneration
 from hf_instructblip.data.synthetic import synthetic_mixture
 from hf_instructblip.training import load_adapter
@@ -123,11 +123,7 @@ def test_sft_trainer_moves_exactly_the_trainable_parameters_and_lowers_the_loss(
     trainer.train()
 
     assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
-    for name, param in model.named_parameters():
-        if name in trainable:
-            assert not torch.equal(param.detach(), before[name]), f"{name} did not change"
-        else:
-            assert torch.equal(param.detach(), before[name]), f"frozen {name} changed"
+    assert_moved_exactly(model.named_parameters(), before, trainable)
     model.eval()
     with torch.no_grad():
         loss_after = model(**fixed).loss.item()
@@ -163,9 +159,9 @@ def test_example_script_trains_the_paper_parts_on_chat_data_and_saves_a_loadable
 
     assert result.global_step == 2
     trained = InstructBlipForConditionalGeneration.from_pretrained(tmp_path / "out")
-    initial = dict(model.named_parameters())
-    for name, param in trained.named_parameters():
-        assert (not torch.equal(param, initial[name])) == model.is_trainable_by_default(name), name
+    initial = {name: param.detach() for name, param in model.named_parameters()}
+    moving = {name for name in initial if model.is_trainable_by_default(name)}
+    assert_moved_exactly(trained.named_parameters(), initial, moving)
 
 
 def test_example_script_trains_lora_adapters_saved_with_the_query_tokens(setup, tmp_path):
