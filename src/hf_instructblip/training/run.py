@@ -702,7 +702,11 @@ def train(
         args=training_args,
         train_dataset=concatenate_mixture(parts),
         eval_dataset=evals or None,
-        data_collator=InstructBlipDataCollator.for_model(model, processor, **collator_kwargs),
+        # not `for_model`: that checks a feature cache against the model again, rehashing the vision tower's weights,
+        # and `_feature_cache` has just built/loaded it against this model
+        data_collator=InstructBlipDataCollator(
+            processor, decoder_only=model.config.use_decoder_only_language_model, **collator_kwargs
+        ),
         processing_class=processor,
         mixture_sizes={name: len(part) for name, part in parts.items()} if len(parts) > 1 else None,
         zero_shot_datasets=evals if data_args.zero_shot_eval and evals else None,
