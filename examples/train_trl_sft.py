@@ -100,11 +100,12 @@ def main(argv: list[str] | None = None) -> TrainOutput:
         # labels (TRL applies the head itself), so it cannot refuse them: the LLM would learn to predict "<image>".
         raise ValueError(
             "--completion_only_loss False would put labels on the image placeholder tokens; InstructBLIP trains on "
-            "the completion only (PAPER.md §1)."
+            "the completion only (arXiv 2305.06500 §2.6)."
         )
     processor = AutoProcessor.from_pretrained(example_args.model)
     if example_args.lora_target is None:
-        model.apply_trainable_policy()  # PAPER.md §1: vision tower and LLM frozen; Q-Former, queries, projection trained
+        # arXiv 2305.06500 §2.6: vision tower and LLM frozen; Q-Former, queries, projection trained
+        model.apply_trainable_policy()
     else:  # the query tokens are saved with the adapter (PEFT's own adapter files leave them out)
         model = apply_lora(model, target=example_args.lora_target)
     dataset = synthetic_sft_dataset(

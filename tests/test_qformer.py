@@ -1,4 +1,4 @@
-"""The instruction-aware Q-Former (PAPER.md §1)."""
+"""The instruction-aware Q-Former (arXiv 2305.06500 §2.3)."""
 
 from __future__ import annotations
 

@@ -96,7 +96,7 @@ class InstructBlipConfig(PreTrainedConfig):
         image_token_index: Id of the image placeholder token in the LLM vocabulary. Each image (or frame) needs
             exactly ``num_query_tokens`` of them in ``input_ids``.
         vision_feature_layer: Which hidden state of the vision tower feeds the Q-Former (``-1``: the last
-            layer, ``-2``: the penultimate, ...). The tower's output LayerNorm is applied to it (PAPER.md §1:
+            layer, ``-2``: the penultimate, ...). The tower's output LayerNorm is applied to it (LAVIS
             ``ln_vision``), so ``-1`` reproduces the released checkpoints.
         qformer_text_input: ``True`` (InstructBLIP): the instruction is fed to the Q-Former next to the queries.
             ``False`` (BLIP-2, the paper's "w/o instruction-aware visual features" ablation): the Q-Former never

@@ -149,7 +149,7 @@ def convert_checkpoint(source: str | os.PathLike, destination: str | os.PathLike
     return target
 
 
-# ----- Q-Former initialisation from BERT (BLIP-2 recipe, PAPER.md §1) -------------------------------------------
+# ----- Q-Former initialisation from BERT (BLIP-2 recipe, arXiv 2301.12597 §3.1; LAVIS `blip2.py`) -----------------
 def qformer_config_from_bert(
     bert_config: PreTrainedConfig, vocab_size: int, **overrides: Any
 ) -> InstructBlipQFormerConfig:
@@ -290,7 +290,7 @@ def build_model(
         llm: A causal or seq2seq LLM (path or Hub-style folder).
         llm_gguf_file: File name of a GGUF checkpoint inside ``llm`` (dequantised to float32 at load).
         qformer_tokenizer: Where the Q-Former tokenizer comes from; defaults to ``qformer`` when it is a path.
-            ``[DEC]`` is added as BOS and truncation is from the left (PAPER.md §1).
+            ``[DEC]`` is added as BOS and truncation is from the left (LAVIS `blip2.py` / `blip2_t5_instruct.py`).
         num_query_tokens: Visual tokens per image.
         cross_attention_frequency: Q-Former layers with cross-attention (BERT init only; others keep theirs).
         vision_feature_layer: Vision hidden state that feeds the Q-Former.

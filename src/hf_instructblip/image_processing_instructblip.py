@@ -1,4 +1,6 @@
-"""Images in any form -> RGB -> InstructBLIP pixel values (PAPER.md §1: 224 px, bicubic, CLIP mean/std).
+"""Images in any form -> RGB -> InstructBLIP pixel values.
+
+224 px (arXiv 2305.06500 §2.6), bicubic resize and CLIP mean/std (LAVIS `blip_processors.py`).
 
 [`to_rgb_image`] turns whatever a user passes (a PIL image, a path, bytes, a NumPy array or a torch tensor in HWC
 or CHW layout, any PIL mode) into an RGB PIL image, or raises an error naming the argument and the sample. It

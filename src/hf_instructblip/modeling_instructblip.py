@@ -1,6 +1,6 @@
 """InstructBLIP (Dai et al. 2023, arXiv 2305.06500): vision tower -> instruction-aware Q-Former -> projection -> LLM.
 
-The forward pass, as in the paper (PAPER.md §1):
+The forward pass, as in the paper (arXiv 2305.06500 §2.3, Figure 3):
 
 1. the (frozen) vision tower encodes each image or video frame; the tower's output LayerNorm (``ln_vision``,
    trained) is applied to the chosen hidden state;
@@ -62,7 +62,7 @@ def vision_model_from_config(config) -> PreTrainedModel:
 
 
 def find_vision_norm(vision_model: nn.Module) -> str:
-    """Dotted name of the vision tower's output LayerNorm, the one InstructBLIP trains (PAPER.md §1: ``ln_vision``)."""
+    """Dotted name of the vision tower's output LayerNorm, which InstructBLIP trains (LAVIS ``ln_vision``)."""
     norms = {
         name: module
         for name, module in vision_model.named_modules()
@@ -127,7 +127,7 @@ class InstructBlipPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, InstructBlipForConditionalGeneration):
-            # PAPER.md §1: query tokens start as normal(0, 0.02).
+            # LAVIS `blip2.py` `init_Qformer`: query tokens start as normal(0, 0.02).
             nn.init.normal_(module.query_tokens, mean=0.0, std=self.config.initializer_range)
 
 
@@ -163,7 +163,7 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
     ```
     """
 
-    #: Trained by default (PAPER.md §1): everything else, i.e. the vision tower and the LLM, is frozen.
+    #: Trained by default (arXiv 2305.06500 §2.6): everything else, i.e. the vision tower and the LLM, is frozen.
     #: The vision tower's output LayerNorm is added per tower (see `trainable_module_names`).
     _trainable_modules: tuple[str, ...] = ("query_tokens", "qformer", "language_projection")
 
@@ -245,7 +245,7 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         return within(self.trainable_module_names()) and not within(self.unused_qformer_modules())
 
     def apply_trainable_policy(self) -> list[str]:
-        """Freeze the vision tower and the LLM, unfreeze the rest (PAPER.md §1); return the trainable names."""
+        """Freeze the vision tower and the LLM, train the rest (arXiv 2305.06500 §2.6); return the trainable names."""
         trainable = []
         for name, param in self.named_parameters():
             param.requires_grad_(self.is_trainable_by_default(name))

@@ -1,4 +1,4 @@
-"""The instruction-aware Q-Former of InstructBLIP (PAPER.md §1), the part of the model this project owns.
+"""The instruction-aware Q-Former of InstructBLIP (arXiv 2305.06500 §2.3, Figure 3), the part this project owns.
 
 A BERT encoder whose input is ``[query embeddings ; instruction tokens]``:
 

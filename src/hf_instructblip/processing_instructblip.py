@@ -5,8 +5,8 @@ What it guarantees (and transformers' port does not):
 * exactly ``num_query_tokens x frames`` image placeholders at the start of every prompt, for left and right
   padding alike: padding is added to the whole sequence, so pad tokens never sit between the image and the text;
 * truncation (``truncation=True`` + ``max_length``) shortens the text only, never the image placeholders;
-* the Q-Former text is truncated from the left to ``qformer_max_length`` (128, PAPER.md §1) and always padded on the
-  right, so its position ids do not depend on the batch;
+* the Q-Former text is truncated from the left to ``qformer_max_length`` (128, LAVIS `blip2_t5_instruct.py`
+  ``max_txt_len``) and always padded on the right, so its position ids do not depend on the batch;
 * any number of frames/images per sample; text-only and image-only calls;
 * the chat template is saved and loaded with the processor;
 * bad input raises an error naming the argument and the sample.
@@ -28,8 +28,9 @@ from .image_processing_instructblip import to_rgb_image
 
 __all__ = ["DEFAULT_CHAT_TEMPLATE", "HfInstructBlipProcessor", "InstructBlipProcessor", "pad_sequences"]
 
-#: InstructBLIP uses no chat format (PAPER.md §1): the text parts of the messages, in order, separated by spaces;
-#: image parts are where the images come from (they go to the start of the prompt as placeholders).
+#: InstructBLIP uses no chat format (LAVIS `blip2_vicuna_instruct.py` has no chat template): the text parts of the
+#: messages, in order, separated by spaces; image parts are where the images come from (they go to the start of the
+#: prompt as placeholders).
 DEFAULT_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if not loop.first %} {% endif -%}"
@@ -113,7 +114,7 @@ class HfInstructBlipProcessor(ProcessorMixin):
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
         self.num_query_tokens = num_query_tokens
         self.qformer_max_length = qformer_max_length
-        qformer_tokenizer.truncation_side = "left"  # PAPER.md §1: keep the end of long instructions
+        qformer_tokenizer.truncation_side = "left"  # LAVIS `blip2_t5_instruct.py`: keep the end of long instructions
         super().__init__(
             image_processor, tokenizer, qformer_tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE
         )

@@ -31,7 +31,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "datasets"
 GQA_IMAGES = {"n288870": "images/img_00.png", "n161313": "images/img_01.png"}
 VISDIAL_IMAGES = "images/visdial_{image_id}.png"
 
-# name -> (task family, paper category (PAPER.md §2 table), metric, inference); held-in first, held-out in §4 order.
+# name -> (task family, paper category (arXiv 2305.06500 Figure 2), metric, inference); held-in first, held-out in
+# Table 1 order.
 PAPER_TABLE = {
     "coco_caption": ("captioning", "image captioning", "cider", "generate"),
     "web_capfilt": ("captioning", "image captioning", None, "generate"),
@@ -169,7 +170,7 @@ def test_registry_lists_exactly_the_papers_13_held_in_and_13_held_out_datasets()
     assert list(REGISTRY) == [*HELD_IN, *HELD_OUT] == list(PAPER_TABLE)
     assert all(not REGISTRY[name].held_out for name in HELD_IN)
     assert all(REGISTRY[name].held_out for name in HELD_OUT)
-    # The paper's results order (PAPER.md §4).
+    # The paper's results order (arXiv 2305.06500 Table 1).
     assert HELD_OUT[:5] == ("nocaps", "flickr30k", "gqa", "vsr", "iconqa")
 
 

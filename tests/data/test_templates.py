@@ -35,7 +35,8 @@ ALLOWED_FIELDS = {
     "free_form": {"question"},
 }
 
-# PAPER.md §2, copied from the paper's text ({Question}/{Answer} become {question}/{answer}).
+# arXiv 2305.06500 appendix (instruction templates), copied from the paper's text ({Question}/{Answer} become
+# {question}/{answer}).
 PAPER_CAPTIONING = [
     "A short image caption:",
     "A short image description:",

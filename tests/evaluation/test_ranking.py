@@ -1,4 +1,4 @@
-"""Vocabulary ranking (PAPER.md §3): the fast path scores exactly what the definition scores."""
+"""Vocabulary ranking (arXiv 2305.06500 §2.5): the fast path scores exactly what the definition scores."""
 
 from __future__ import annotations
 

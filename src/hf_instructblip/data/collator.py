@@ -1,4 +1,6 @@
-"""Unified samples -> a training batch for causal or encoder-decoder LLMs (PAPER.md §1, "LLM input").
+"""Unified samples -> a training batch for causal or encoder-decoder LLMs.
+
+The layout of LAVIS' `blip2_vicuna_instruct.py` / `blip2_t5_instruct.py` ``forward``.
 
 Causal LLM (Vicuna-style): ``[image tokens][instruction][target + eos]``; labels are -100 on the image tokens, the
 instruction and the padding, so the loss is on the response only. Encoder-decoder LLM (FlanT5-style): encoder

@@ -1,4 +1,6 @@
-"""Balanced dataset mixtures (PAPER.md §2): dataset d is drawn with probability sqrt(S_d) * m_d / sum_i sqrt(S_i) * m_i.
+"""Balanced dataset mixtures (arXiv 2305.06500 §2.4).
+
+Dataset d is drawn with probability sqrt(S_d) * m_d / sum_i sqrt(S_i) * m_i.
 
 The square root keeps small datasets from being drowned out by large ones without repeating them endlessly; the
 multipliers ``m_d`` are the paper's manual adjustments (A-OKVQA down-weighted, OKVQA up-weighted; the factors

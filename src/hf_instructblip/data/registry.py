@@ -1,4 +1,5 @@
-"""The paper's 26 datasets (PAPER.md §2) as data, and one loader that turns any of them into the unified schema.
+"""The paper's 26 datasets (arXiv 2305.06500 §2.1, Figure 2) as data, and one loader that turns any of them into
+the unified schema.
 
 Every dataset is a [`DatasetSpec`] in `REGISTRY`: its task family (template set), the paper's category and metric,
 held-in or held-out, a public Hub copy (or ``None``, with the reason in ``notes``), the Hub splits, how its columns
@@ -44,15 +45,15 @@ No public Hub copy (``hub_id=None``; each has a converter for its published raw 
   turns it into one row per dialog. ``HuggingFaceM4/VisDial`` exists (parquet) but its columns could not be verified
   offline, and ``jxu124/visdial`` lacks the 100 answer options that MRR needs.
 * msvd_qa, msrvtt_qa, ivqa: only the annotations are public (json / csv); the videos are YouTube clips or archives
-  you download yourself. Extract frames (the paper samples 4 uniformly, PAPER.md §1) and add them to every row as a
-  ``frames`` column (a list of image paths or images) before converting.
+  you download yourself. Extract frames (the paper samples 4 uniformly, arXiv 2305.06500 §3.1) and add them to every
+  row as a ``frames`` column (a list of image paths or images) before converting.
 
 Zero-shot prompts: ``{question}``, ``{options}`` (written "(a) x (b) y"), ``{context}``, ``{answer}`` and ``{ocr}``
-are filled from the row. The paper gives three (PAPER.md §2): captioning ``A short image description:``, video QA
-``Question: {question} Short answer:`` and ScienceQA ``Context: {context} Question: {question} Options: {options}.
-Answer:``. All others are ours, written in the same style; the spec's ``notes`` says which. OCR tokens go before the
-prompt as ``"OCR tokens: a, b. "`` (as `templates.render_instruction` does for training) unless the prompt places
-them itself with ``{ocr}``.
+are filled from the row. The paper gives three (arXiv 2305.06500 §2.2 and its appendix): captioning ``A short image
+description:``, video QA ``Question: {question} Short answer:`` and ScienceQA ``Context: {context} Question:
+{question} Options: {options}. Answer:``. All others are ours, written in the same style; the spec's ``notes`` says
+which. OCR tokens go before the prompt as ``"OCR tokens: a, b. "`` (as `templates.render_instruction` does for
+training) unless the prompt places them itself with ``{ocr}``.
 
 Example:
 
@@ -139,7 +140,7 @@ class DatasetSpec:
     Args:
         name: Registry name (snake_case).
         task_family: Template set (one of `schema.TASK_FAMILIES`).
-        paper_category: The row of PAPER.md §2's table the dataset sits in.
+        paper_category: The category of arXiv 2305.06500 Figure 2 the dataset sits in.
         held_out: True for the 13 zero-shot evaluation sets.
         hub_id: Public Hub dataset id, or None (``notes`` says why).
         hub_config: Hub configuration (subset) name, if any.
@@ -149,7 +150,7 @@ class DatasetSpec:
             ``question_answers``, ``options``, ``answer_index``, ``label``, ``context``, ``ocr_tokens``, ``dialog``,
             ``conversations``.
         metric: One of `METRICS`, or None (trained on only, no score in the paper).
-        inference: ``"generate"`` or ``"rank"`` (PAPER.md §3).
+        inference: ``"generate"`` or ``"rank"`` (arXiv 2305.06500 §2.5).
         zero_shot_prompt: The evaluation prompt (fields in braces, see the module docstring), or None.
         convert: Converter: (row, row index, spec, options) -> list of unified samples (several when a row holds
             several questions or dialog rounds).
@@ -291,7 +292,7 @@ def _images(row: Mapping[str, Any], spec: DatasetSpec, options: ConvertOptions) 
         if row.get(str(column)) is None:
             raise ValueError(
                 f"missing field `{column}`: video datasets need frames extracted from each video (4 uniformly "
-                "sampled frames, PAPER.md §1) and added as a list column"
+                "sampled frames, arXiv 2305.06500 §3.1) and added as a list column"
             )
         frames = _raw(row, spec, "frames")
         if isinstance(frames, (str, bytes)) or not isinstance(frames, Sequence) or not frames:
@@ -544,7 +545,7 @@ _IMAGE_MARK = "<image>"
 def convert_conversation(row: Mapping[str, Any], index: int, spec: DatasetSpec, options: ConvertOptions) -> list[dict]:
     """LLaVA conversation (alternating human / gpt turns) -> one sample per gpt turn.
 
-    Multi-turn: the previous rounds are concatenated as text before the current user turn (PAPER.md §1, no chat
+    Multi-turn: the previous rounds are concatenated as text before the current user turn (LAVIS has no chat
     template); the ``<image>`` mark is dropped because the query embeddings always come first.
     """
     images = _images(row, spec, options)
@@ -731,8 +732,8 @@ _HELD_IN_SPECS = (
         zero_shot_prompt=_MC_PROMPT,
         convert=convert_multiple_choice,
         notes=(
-            "Multiple-choice form (PAPER.md §2 down-weights 'A-OKVQA (multiple choice)'); answers keep the ten "
-            "direct answers for direct-answer scoring. Test answers are hidden. Zero-shot prompt is ours."
+            "Multiple-choice form (arXiv 2305.06500 §2.4 down-weights 'A-OKVQA (multiple choice)'); answers keep "
+            "the ten direct answers for direct-answer scoring. Test answers are hidden. Zero-shot prompt is ours."
         ),
     ),
     _spec(
@@ -1052,7 +1053,7 @@ _HELD_OUT_SPECS = (
     ),
 )
 
-#: Registry name -> spec; held-in first, then held-out in the paper's results order (PAPER.md §4).
+#: Registry name -> spec; held-in first, then held-out in the paper's results order (arXiv 2305.06500 Table 1).
 REGISTRY: Mapping[str, DatasetSpec] = {spec.name: spec for spec in (*_HELD_IN_SPECS, *_HELD_OUT_SPECS)}
 HELD_IN: tuple[str, ...] = tuple(spec.name for spec in _HELD_IN_SPECS)
 HELD_OUT: tuple[str, ...] = tuple(spec.name for spec in _HELD_OUT_SPECS)

@@ -37,7 +37,7 @@ __all__ = [
     "validate_sample",
 ]
 
-#: Task families of the paper (PAPER.md §2), one template set each (see `templates.py`).
+#: Task families of the paper (arXiv 2305.06500 §2.1, Figure 2), one template set each (see `templates.py`).
 TASK_FAMILIES: tuple[str, ...] = (
     "captioning",
     "short_vqa",

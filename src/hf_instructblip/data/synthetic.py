@@ -17,7 +17,7 @@ derived from the scene description, so accuracy on them is exactly defined.
 | `synthetic_multiple_choice`       | `multiple_choice`     | yes      | colour / shape / count, options (a) ... (d)    |
 | `synthetic_classification`        | `classification`      | yes      | which shape is this? (one of the shape names)  |
 
-As in the paper (PAPER.md §2), the held-out tasks are task *types* never trained on: no held-in task uses the
+As in the paper (arXiv 2305.06500 §2.1), the held-out tasks are task *types* never trained on: no held-in task uses the
 ``binary``, ``multiple_choice`` or ``classification`` families.
 
 Example:

@@ -2,8 +2,9 @@
 
 What it holds: `TEMPLATES`, 10-15 natural-language templates per task family of `schema.TASK_FAMILIES`, written as
 plain data at the top of this module (one block per family). It contains, verbatim, every template the paper
-publishes (PAPER.md §2: 13 captioning, 10 VQA, 6 question generation; the paper's ``{Question}``/``{Answer}`` are
-written ``{question}``/``{answer}`` here) and the video-QA zero-shot prompt ``Question: {question} Short answer:``.
+publishes (arXiv 2305.06500 appendix, instruction template table: 13 captioning, 10 VQA, 6 question generation;
+the paper's ``{Question}``/``{Answer}`` are written ``{question}``/``{answer}`` here) and the video-QA zero-shot
+prompt ``Question: {question} Short answer:``.
 
 Placeholder contract (`TEMPLATE_FIELDS`); every template of a family uses exactly its family's fields, so whether a
 row renders never depends on which template the seed picks:
@@ -22,14 +23,14 @@ row renders never depends on which template the seed picks:
 ``{options}`` is filled with `format_options` ("(a) red (b) blue"). Fields a family does not use are ignored, so a
 converter may pass the same keyword arguments for every family.
 
-Short-answer bias (PAPER.md §2): the families in `SHORT_ANSWER_FAMILIES` mix templates that ask for a short answer
-("short", "briefly", "a few words", "no more than three words", "one word") with templates that do not, so the model
-ties brevity to the instruction instead of always answering briefly. Each block says which are which. Captioning is
-not in that set (its evaluation generates up to 80 tokens), but the paper's own captioning templates already mix
-"short"/"briefly" wordings with plain ones.
+Short-answer bias (arXiv 2305.06500 §2.1): the families in `SHORT_ANSWER_FAMILIES` mix templates that ask for a
+short answer ("short", "briefly", "a few words", "no more than three words", "one word") with templates that do not,
+so the model ties brevity to the instruction instead of always answering briefly. Each block says which are which.
+Captioning is not in that set (its evaluation generates up to 80 tokens), but the paper's own captioning templates
+already mix "short"/"briefly" wordings with plain ones.
 
-OCR tokens (PAPER.md §2: "OCR tokens are added to the instruction after the phrase 'OCR tokens:'"): the paper's
-template table says the phrase comes right after the image query embeddings, i.e. *before* the templated
+OCR tokens (arXiv 2305.06500 §2.1: "OCR tokens are added to the instruction after the phrase 'OCR tokens:'"): the
+paper's template table says the phrase comes right after the image query embeddings, i.e. *before* the templated
 instruction; the InstructBLIP-format TextVQA prompts used by later evaluation code start with "OCR tokens: " and end
 with "Question: ... Short answer:". `render_instruction` therefore builds ``"OCR tokens: a, b, c. <instruction>"``,
 which also keeps the answer cue ("Short answer:") next to the response. LAVIS never released this step. The Q-Former
@@ -324,7 +325,7 @@ def _option_label(i: int) -> str:
 
 
 def format_options(options: Sequence[str]) -> str:
-    """Write answer options the ScienceQA way (PAPER.md §2): ``"(a) red (b) blue (c) green"``.
+    """Write answer options the ScienceQA way (arXiv 2305.06500 appendix): ``"(a) red (b) blue (c) green"``.
 
     Args:
         options: The candidate answers, in order. Surrounding whitespace is stripped.

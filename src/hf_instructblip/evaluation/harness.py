@@ -1,4 +1,4 @@
-"""The zero-shot evaluation protocol (PAPER.md §3): per dataset its prompt, inference method and metric.
+"""The zero-shot evaluation protocol (arXiv 2305.06500 §2.2, §2.5): per dataset its prompt, inference and metric.
 
 For every requested dataset (a name from the 26-dataset registry, a built-in synthetic task, or your own
 `datasets.Dataset` in the unified schema):
@@ -58,7 +58,7 @@ PAPER_TABLE1_ORDER: tuple[tuple[str, str], ...] = (
     ("ivqa", "iVQA"),
 )
 
-# PAPER.md §3 (LAVIS defaults).
+# LAVIS defaults (`blip2_t5_instruct.py` / `blip2_vicuna_instruct.py` `generate`, the task configs).
 _GENERATE_DEFAULT: dict[str, Any] = {
     "num_beams": 5,
     "max_new_tokens": 256,

@@ -1,4 +1,4 @@
-"""Vocabulary ranking (PAPER.md §3): pick the answer the model finds most likely among given candidates.
+"""Vocabulary ranking (arXiv 2305.06500 §2.5): pick the answer the model finds most likely among given candidates.
 
 Classification and multiple-choice tasks (ScienceQA, IconQA, A-OKVQA MC, HatefulMemes, Visual Dialog, MSVD,
 MSRVTT) are not generated: every candidate answer is scored by its log-likelihood given image + instruction, the
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Verbaliser sets for binary tasks: ``name -> (positive words, negative words)``. ``"binary"`` is the paper's
-#: (PAPER.md §3: positive yes/true, negative no/false).
+#: (arXiv 2305.06500 §2.5: positive yes/true, negative no/false).
 VERBALISERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "binary": (("yes", "true"), ("no", "false")),
     "yes_no": (("yes",), ("no",)),
@@ -454,7 +454,7 @@ def score_verbalisers(
     reduce: Literal["logsumexp", "max"] = "logsumexp",
     **kwargs: Any,
 ) -> VerbaliserResult:
-    """Binary decision by verbaliser words (PAPER.md §3): positive words (yes/true) against negative ones (no/false).
+    """Binary decision by verbaliser words (arXiv 2305.06500 §2.5): positive (yes/true) against negative (no/false).
 
     Every word of both sets is ranked as a candidate (`rank_candidates`); a class's score is the ``logsumexp`` of
     its words' log-likelihoods (the log of the probability that the answer is *any* of its words; the default) or

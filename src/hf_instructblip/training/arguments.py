@@ -1,4 +1,4 @@
-"""Training arguments with the paper's recipe as defaults (PAPER.md §2).
+"""Training arguments with the paper's recipe as defaults (arXiv 2305.06500 §2.6).
 
 AdamW (0.9, 0.999), weight decay 0.05, lr 1e-5 with a 1000-step linear warm-up then cosine decay to 0. (The paper
 warms up from 1e-8; transformers' linear warm-up starts from 0, a difference of 1e-8 in the first step.) Batch
@@ -21,7 +21,7 @@ class InstructBlipTrainingArguments(TrainingArguments):
 
     Args:
         same_dataset_per_batch: With a mixture: every batch from one dataset (LAVIS) or mixed within a batch.
-        mixture_multipliers: Manual per-dataset factors on top of the sqrt(size) weights (PAPER.md §2).
+        mixture_multipliers: Manual per-dataset factors on top of the sqrt(size) weights (arXiv 2305.06500 §2.4).
         apply_trainable_policy: Freeze the vision tower and the LLM, train Q-Former, queries, projection and the
             vision LayerNorm (`InstructBlipForConditionalGeneration.apply_trainable_policy`).
     """

@@ -1,6 +1,6 @@
 """A disk cache of the frozen vision tower's features, so instruction tuning skips the tower's forward pass.
 
-The vision tower is frozen during instruction tuning (PAPER.md §1); only its output LayerNorm trains. Its
+The vision tower is frozen during instruction tuning (arXiv 2305.06500 §2.6); only its output LayerNorm trains. Its
 ``get_vision_features`` output (the chosen hidden state, *before* that LayerNorm) is therefore a fixed function of
 each image: compute it once per unique image, store it, and train with ``forward(image_embeds=...)``, which gives
 the same result as ``forward(pixel_values=...)`` without running the tower.

@@ -3,7 +3,8 @@
 Three presets (``target``):
 
 - ``"llm"``: LoRA on the LLM's attention and feed-forward projections; the Q-Former, the query tokens, the projection
-  and the vision LayerNorm are trained fully, as in the paper (PAPER.md §1); vision tower and LLM base weights frozen.
+  and the vision LayerNorm are trained fully, as in the paper (arXiv 2305.06500 §2.6); vision tower and LLM base
+  weights frozen.
 - ``"qformer"``: LoRA on the Q-Former's query/key/value/dense layers; query tokens, projection and vision LayerNorm
   trained fully; the LLM frozen.
 - ``"both"``: LoRA on both; query tokens, projection and vision LayerNorm trained fully.
@@ -12,7 +13,7 @@ The Q-Former modules that never reach the output (`unused_qformer_modules`) get 
 
 How the fully trained parts travel with the adapter: modules go through PEFT's own ``modules_to_save``. The query
 tokens are a bare ``nn.Parameter`` on the top-level model, which ``modules_to_save`` cannot wrap and PEFT's adapter
-state dict silently leaves out (PAPER.md §5; PEFT 0.21 also refuses ``target_parameters`` on the top-level module).
+state dict silently leaves out (PEFT 0.21 also refuses ``target_parameters`` on the top-level module).
 [`InstructBlipPeftModel`] closes that gap: its ``save_pretrained`` (what `transformers.Trainer` calls for
 checkpoints) writes them into ``adapter_model.safetensors`` under their model key, ``base_model.model.query_tokens``.
 PEFT passes adapter-file keys it does not remap straight to ``load_state_dict``, so a plain
@@ -264,7 +265,7 @@ def apply_lora(
     _check_base_model(model)
     config = lora_config(model, target, r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, **kwargs)
     peft_model = InstructBlipPeftModel(model, config)
-    # PEFT froze everything outside the adapter; the query tokens are trained as in the paper (PAPER.md §1).
+    # PEFT froze everything outside the adapter; the query tokens are trained as in the paper (arXiv 2305.06500 §2.6).
     model.query_tokens.requires_grad_(True)
     return peft_model
 

@@ -35,7 +35,7 @@ class InstructBlipTrainer(Trainer):
         model: An `InstructBlipForConditionalGeneration`.
         args: [`InstructBlipTrainingArguments`].
         mixture_sizes: Dataset name -> size, in the order the datasets were concatenated into ``train_dataset``
-            (`data.concatenate_mixture`); with it the train sampler is the balanced mixture (PAPER.md §2).
+            (`data.concatenate_mixture`); with it the train sampler is the balanced mixture (arXiv 2305.06500 §2.4).
         zero_shot_datasets: Evaluated with the paper's protocol (`evaluation.evaluate_zero_shot`: generation or
             ranking, and each dataset's metric) at every evaluation: names, or ``{name: dataset}`` in the unified
             schema. Metrics are logged as ``eval_<dataset>_<metric>`` plus ``eval_zero_shot_average``, so
@@ -74,8 +74,8 @@ class InstructBlipTrainer(Trainer):
         text_config = model.config.text_config
         if args.fp16 and text_config.model_type in ("t5", "mt5", "umt5"):
             raise ValueError(
-                f"fp16 with a {text_config.model_type} LLM overflows (NaN losses; PAPER.md §1: LAVIS runs T5 in "
-                "bf16). Use bf16=True, or fp32."
+                f"fp16 with a {text_config.model_type} LLM overflows (NaN losses; LAVIS `blip2_t5_instruct.py` runs "
+                "T5 in bf16). Use bf16=True, or fp32."
             )
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:

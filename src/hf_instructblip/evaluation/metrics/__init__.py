@@ -1,4 +1,6 @@
-"""The paper's metrics (PAPER.md §3) as `evaluate.Metric`s shipped in the package: no Hub access, ever.
+"""The paper's metrics (arXiv 2305.06500 Table 1 and its appendix's dataset table) as `evaluate.Metric`s.
+
+Shipped in the package: no Hub access, ever.
 
 | name            | class                | output keys            | reference implementation it equals        |
 |-----------------|----------------------|------------------------|-------------------------------------------|

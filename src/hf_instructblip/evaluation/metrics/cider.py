@@ -1,4 +1,4 @@
-"""CIDEr-D (Vedantam et al., 2015), as coco-caption / pycocoevalcap's ``Cider`` computes it (PAPER.md §3)."""
+"""CIDEr-D (Vedantam et al., 2015), as pycocoevalcap's ``Cider`` computes it (arXiv 2305.06500 Table 1)."""
 
 from __future__ import annotations
 

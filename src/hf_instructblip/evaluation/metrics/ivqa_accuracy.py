@@ -1,4 +1,4 @@
-"""iVQA accuracy: min(#annotators who gave the answer / 2, 1) (Yang et al., 2021, "Just Ask"; PAPER.md §2 table)."""
+"""iVQA accuracy: min(#annotators who gave the answer / 2, 1) (Yang et al. 2021; arXiv 2305.06500 Table 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Mean reciprocal rank of the correct candidate (the paper's Visual Dialog metric, PAPER.md §2)."""
+"""Mean reciprocal rank of the correct candidate (the paper's Visual Dialog metric, arXiv 2305.06500 Table 1)."""
 
 from __future__ import annotations
 

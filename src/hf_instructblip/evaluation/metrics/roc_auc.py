@@ -1,4 +1,4 @@
-"""ROC-AUC of binary classification scores (the paper's metric for HatefulMemes, PAPER.md §2)."""
+"""ROC-AUC of binary classification scores (the paper's metric for HatefulMemes, arXiv 2305.06500 Table 1)."""
 
 from __future__ import annotations
 

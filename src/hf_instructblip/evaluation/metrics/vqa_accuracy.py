@@ -1,7 +1,7 @@
 """VQA accuracy: min(#annotators who gave the answer / 3, 1), averaged over the 10-choose-9 annotator subsets.
 
 The official VQA evaluator (GT-Vision-Lab/VQA ``vqaEval.py``; LAVIS ``vqa_tools/vqa_eval.py`` is a copy), used by
-the paper for VQAv2, OK-VQA, TextVQA and VizWiz (PAPER.md §3).
+the paper for VQAv2, OK-VQA, TextVQA and VizWiz (arXiv 2305.06500, appendix dataset table).
 """
 
 from __future__ import annotations
