@@ -187,7 +187,7 @@ def load_variant(variant: str, folder: Path) -> tuple[Any, Any, type[transformer
     processor = HfInstructBlipProcessor.from_pretrained(folder / "ours_processor")
     cache = None
     if variant == "ours+cache":
-        from hf_instructblip.training.feature_cache import VisionFeatureCache
+        from hf_instructblip.data.feature_cache import VisionFeatureCache
 
         cache = VisionFeatureCache.load(folder / "cache", model=model, processor=processor)
     collator = InstructBlipDataCollator.for_model(model, processor, feature_cache=cache)
@@ -246,7 +246,7 @@ def build_cache(folder: Path) -> float:
     import datasets
 
     from hf_instructblip import HfInstructBlipProcessor, InstructBlipForConditionalGeneration
-    from hf_instructblip.training.feature_cache import VisionFeatureCache
+    from hf_instructblip.data.feature_cache import VisionFeatureCache
 
     model = InstructBlipForConditionalGeneration.from_pretrained(folder / "model").eval()
     processor = HfInstructBlipProcessor.from_pretrained(folder / "ours_processor")

@@ -18,8 +18,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCall
 
 from conftest import NUM_QUERY, make_processor, model_for
 from hf_instructblip.cli import main
+from hf_instructblip.data.feature_cache import MANIFEST_NAME
 from hf_instructblip.data.synthetic import synthetic_dataset
-from hf_instructblip.training.feature_cache import MANIFEST_NAME
 from hf_instructblip.training.run import (
     DataArguments,
     ModelArguments,

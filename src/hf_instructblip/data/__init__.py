@@ -1,7 +1,9 @@
-"""Instruction data: the unified schema, templates, the 26-dataset registry, mixtures, the collator, synthetic tasks."""
+"""Instruction data: the unified schema, templates, the 26-dataset registry, mixtures, the collator, synthetic tasks,
+and the cache of frozen vision features."""
 
 from .collator import IGNORE_INDEX, InstructBlipDataCollator
 from .custom import to_instruction_dataset
+from .feature_cache import MissingFeaturesError, VisionFeatureCache
 from .mixture import BalancedMixtureSampler, concatenate_mixture, interleave_mixture, mixture_weights
 from .registry import HELD_IN, HELD_OUT, REGISTRY, DatasetSpec, convert_dataset, get_spec, load_instruction_dataset
 from .schema import (
@@ -30,6 +32,8 @@ __all__ = [
     "BalancedMixtureSampler",
     "DatasetSpec",
     "InstructBlipDataCollator",
+    "MissingFeaturesError",
+    "VisionFeatureCache",
     "concatenate_mixture",
     "convert_dataset",
     "get_spec",

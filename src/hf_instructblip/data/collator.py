@@ -10,7 +10,7 @@ truncation, 128 tokens).
 Truncation (``max_length``) never touches the image tokens and never removes the whole target: the target is
 shortened to fit (keeping at least one token), then the instruction loses its beginning.
 
-With a ``feature_cache`` (`training.VisionFeatureCache`), batches carry the cached frozen vision features as
+With a ``feature_cache`` (`data.VisionFeatureCache`), batches carry the cached frozen vision features as
 ``image_embeds`` (``(B, N, D)``, or ``(B, T, N, D)`` for ``T`` images/frames) instead of ``pixel_values``.
 """
 
@@ -18,14 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..processing_instructblip import HfInstructBlipProcessor, pad_sequences
-
-if TYPE_CHECKING:  # data must not import training at run time (training imports data)
-    from ..training.feature_cache import VisionFeatureCache
+from .feature_cache import VisionFeatureCache
 
 __all__ = ["IGNORE_INDEX", "InstructBlipDataCollator"]
 

@@ -1,7 +1,7 @@
 """Instruction tuning: the paper's recipe as `TrainingArguments` defaults and a `Trainer` subclass."""
 
+from ..data.feature_cache import MissingFeaturesError, VisionFeatureCache  # cached features are data; kept here too
 from .arguments import InstructBlipTrainingArguments
-from .feature_cache import MissingFeaturesError, VisionFeatureCache
 from .lora import LORA_TARGETS, InstructBlipPeftModel, apply_lora, load_adapter, lora_config, lora_target_modules
 from .run import DataArguments, ModelArguments, TrainRunOutput, parse_config, run_from_config, train
 from .trainer import InstructBlipTrainer

@@ -540,7 +540,7 @@ def _feature_cache(
     model: Any, processor: Any, directory: str, datasets_: Mapping[str, datasets.Dataset], builder: bool
 ) -> Any:
     """The vision-feature cache in ``directory``: extended with the run's images by ``builder``, then loaded."""
-    from .feature_cache import VisionFeatureCache
+    from ..data.feature_cache import VisionFeatureCache
 
     if builder:
         return VisionFeatureCache.build(model, processor, dict(datasets_), directory)

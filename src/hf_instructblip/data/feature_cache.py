@@ -20,7 +20,7 @@ features are never all in RAM.
 Example:
 
 ```python
->>> from hf_instructblip.training import VisionFeatureCache
+>>> from hf_instructblip.data import InstructBlipDataCollator, VisionFeatureCache
 >>> cache = VisionFeatureCache.build(model, processor, train_dataset, "features/")  # doctest: +SKIP
 >>> collator = InstructBlipDataCollator.for_model(model, processor, feature_cache=cache)  # doctest: +SKIP
 ```
@@ -44,8 +44,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers.utils.logging import tqdm
 
-from ..data.schema import BadSampleError, BadSampleReport, OnBadSample
 from ..image_processing_instructblip import _array_to_image, _open
+from .schema import BadSampleError, BadSampleReport, OnBadSample
 
 __all__ = ["MissingFeaturesError", "VisionFeatureCache"]
 

@@ -14,6 +14,7 @@ import torch
 from conftest import make_processor, model_for
 from hf_instructblip import InstructBlipImageProcessor
 from hf_instructblip.data.collator import InstructBlipDataCollator
+from hf_instructblip.data.feature_cache import MANIFEST_NAME
 from hf_instructblip.data.mixture import concatenate_mixture
 from hf_instructblip.data.schema import BadSampleError
 from hf_instructblip.data.synthetic import SYNTHETIC_HELD_IN, synthetic_mixture
@@ -23,7 +24,6 @@ from hf_instructblip.training import (
     MissingFeaturesError,
     VisionFeatureCache,
 )
-from hf_instructblip.training.feature_cache import MANIFEST_NAME
 
 
 @pytest.fixture(scope="module")
