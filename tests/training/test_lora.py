@@ -148,7 +148,9 @@ def test_gpt2_conv1d_lora_merges_into_what_the_adapter_computes():
     torch.testing.assert_close(_logits(merged, inputs), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_unknown_llm_family_names_it_and_says_how_to_choose_layers():
+def test_any_llm_family_is_adapted_on_its_linear_layers_found_in_the_model():
+    """No hand-kept family list: a family never named in the code (Bloom) gets LoRA on its attention and feed-forward
+    layers, never on the output head; an explicit target_modules still wins."""
     config = InstructBlipConfig(
         vision_config={"model_type": "instructblip_vision_model", **VISION},
         qformer_config=dict(QFORMER),
@@ -157,10 +159,14 @@ def test_unknown_llm_family_names_it_and_says_how_to_choose_layers():
         image_token_index=IMAGE_TOKEN,
     )
     model = InstructBlipForConditionalGeneration(config)
-    with pytest.raises(ValueError, match=r"LLM family 'bloom'.*Pass target_modules yourself"):
-        lora_target_modules(model, "llm")
-    with pytest.raises(ValueError, match="'bloom'"):
-        lora_config(model, "both")
+    adapted = _lora_module_names(apply_lora(copy.deepcopy(model), "llm"))
+    assert {n.rsplit(".", 1)[-1] for n in adapted} == {
+        "query_key_value",
+        "dense",
+        "dense_h_to_4h",
+        "dense_4h_to_h",
+    }
+    assert all(n.startswith("language_model.") and "lm_head" not in n for n in adapted)
     assert lora_target_modules(model, "qformer")  # the Q-Former preset does not depend on the LLM
     peft_model = apply_lora(model, "llm", target_modules=r"language_model\..*\.query_key_value")
     assert {n.rsplit(".", 1)[-1] for n in _lora_module_names(peft_model)} == {"query_key_value"}

@@ -2,7 +2,15 @@
 
 from ..data.feature_cache import MissingFeaturesError, VisionFeatureCache  # cached features are data; kept here too
 from .arguments import InstructBlipTrainingArguments
-from .lora import LORA_TARGETS, InstructBlipPeftModel, apply_lora, load_adapter, lora_config, lora_target_modules
+from .lora import (
+    LORA_TARGETS,
+    InstructBlipPeftModel,
+    apply_lora,
+    llm_linear_layers,
+    load_adapter,
+    lora_config,
+    lora_target_modules,
+)
 from .run import DataArguments, ModelArguments, TrainRunOutput, parse_config, run_from_config, train
 from .trainer import InstructBlipTrainer
 
@@ -17,6 +25,7 @@ __all__ = [
     "TrainRunOutput",
     "VisionFeatureCache",
     "apply_lora",
+    "llm_linear_layers",
     "load_adapter",
     "lora_config",
     "lora_target_modules",

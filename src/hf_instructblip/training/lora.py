@@ -44,11 +44,13 @@ from peft import LoraConfig, PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 __all__ = [
     "LORA_TARGETS",
     "InstructBlipPeftModel",
     "apply_lora",
+    "llm_linear_layers",
     "load_adapter",
     "lora_config",
     "lora_target_modules",
@@ -56,19 +58,6 @@ __all__ = [
 
 LORA_TARGETS = ("llm", "qformer", "both")
 
-_DECODER_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-#: LLM family (``text_config.model_type``) -> names of the linear layers LoRA adapts: attention and feed-forward.
-LLM_LORA_MODULES: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(
-        ("llama", "mistral", "qwen2", "qwen3", "smollm3", "gemma", "gemma2", "olmo2"), _DECODER_PROJECTIONS
-    ),
-    "phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
-    **dict.fromkeys(("t5", "mt5", "umt5"), ("q", "k", "v", "o", "wi", "wo", "wi_0", "wi_1")),
-    "opt": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
-    "gpt2": ("c_attn", "c_proj", "c_fc"),
-}
-#: Families whose layers are `transformers.Conv1D` (weight stored transposed): LoRA needs ``fan_in_fan_out=True``.
-_FAN_IN_FAN_OUT = frozenset({"gpt2"})
 QFORMER_LORA_MODULES = ("query", "key", "value", "dense")
 _QUERY_TOKENS_KEY = "base_model.model.query_tokens"
 
@@ -92,16 +81,35 @@ def _names_pattern(names: tuple[str, ...] | list[str]) -> str:
     return "(?:" + "|".join(re.escape(n) for n in names) + ")"
 
 
+def llm_linear_layers(model: Any) -> dict[str, nn.Module]:
+    """The LLM's linear layers LoRA adapts: every ``nn.Linear`` / transformers ``Conv1D`` except the output head.
+
+    PEFT's ``target_modules="all-linear"`` rule, scoped to the LLM (applied to the whole model it would also adapt
+    the vision tower and the Q-Former): discovered from the model, so every family works without a hand-kept list
+    (Llama/Vicuna ``q_proj``...``down_proj``, T5 ``q``...``wo``/``wi_0``/``wi_1``, OPT, GPT-2's ``Conv1D``, Bloom ...).
+
+    Returns:
+        Module name in ``model`` (``language_model.`` prefix) -> module.
+    """
+    head = model.language_model.get_output_embeddings()
+    return {
+        f"language_model.{name}": module
+        for name, module in model.language_model.named_modules()
+        if isinstance(module, (nn.Linear, Conv1D)) and module is not head
+    }
+
+
 def _llm_pattern(model: Any) -> str:
-    model_type = model.config.text_config.model_type
-    if model_type not in LLM_LORA_MODULES:
+    layers = llm_linear_layers(model)
+    if not layers:
         raise ValueError(
-            f"No LoRA preset for LLM family {model_type!r} (text_config.model_type); known: "
-            f"{sorted(LLM_LORA_MODULES)}. Pass target_modules yourself, e.g. "
-            f"lora_config(model, target_modules=r'language_model\\..*\\.(?:name_1|name_2)') with the names of its "
-            "attention/feed-forward linear layers (see model.language_model.named_modules())."
+            f"The LLM ({model.config.text_config.model_type}) has no linear layers besides its output head; pass "
+            "target_modules yourself (see model.language_model.named_modules())."
         )
-    return rf"language_model\.(?:.*\.)?{_names_pattern(LLM_LORA_MODULES[model_type])}"
+    leaf_names = sorted({name.rsplit(".", 1)[-1] for name in layers})
+    head = next((n for n, m in model.named_modules() if m is model.language_model.get_output_embeddings()), None)
+    never_head = rf"(?!{re.escape(head)}$)" if head else ""  # in case the head shares a leaf name with a layer
+    return rf"{never_head}language_model\.(?:.*\.)?{_names_pattern(leaf_names)}"
 
 
 def _qformer_pattern(model: Any) -> str:
@@ -122,7 +130,7 @@ def lora_target_modules(model: Any, target: str) -> str:
         target: One of `LORA_TARGETS`.
 
     Raises:
-        ValueError: Unknown preset, or (for "llm"/"both") an LLM family without a preset.
+        ValueError: Unknown preset, or (for "llm"/"both") an LLM without linear layers besides its head.
     """
     _check_target(target)
     patterns = []
@@ -173,8 +181,9 @@ def lora_config(
         target_modules = lora_target_modules(model, target)
     extra = list(kwargs.pop("modules_to_save", None) or [])
     modules_to_save = list(dict.fromkeys([*_fully_trained_modules(model, target), *extra]))
-    if target != "qformer" and model.config.text_config.model_type in _FAN_IN_FAN_OUT:
-        # GPT-2's Conv1D; PEFT switches it back off (with a warning) for the Q-Former's nn.Linear layers under "both".
+    if target != "qformer" and any(isinstance(m, Conv1D) for m in llm_linear_layers(model).values()):
+        # Conv1D (GPT-2) stores its weight transposed; PEFT switches fan_in_fan_out back off (with a warning) for
+        # the Q-Former's nn.Linear layers under "both".
         kwargs.setdefault("fan_in_fan_out", True)
     return LoraConfig(
         r=r,
