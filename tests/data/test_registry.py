@@ -12,6 +12,7 @@ from pathlib import Path
 import datasets
 import pytest
 
+from hf_instructblip.data import paper_datasets
 from hf_instructblip.data.registry import (
     HELD_IN,
     HELD_OUT,
@@ -191,6 +192,31 @@ def test_family_category_metric_and_inference_follow_the_paper(name):
     assert ("train" in spec.splits) != spec.held_out or "eval" in spec.splits  # held-out sets are evaluated only
     if spec.held_out:
         assert list(spec.splits) == ["eval"]
+
+
+def _docstring_table(doc: str) -> list[tuple[str, ...]]:
+    """The rows of the markdown table in ``doc``, as tuples of stripped cells (header and rule skipped)."""
+    lines = [line.strip() for line in doc.splitlines() if line.strip().startswith("|")]
+    assert len(lines) > 2 and set(lines[1]) <= set("|-"), "expected a header row and a |---| rule"
+    return [tuple(cell.strip() for cell in line.strip("|").split("|")) for line in lines[2:]]
+
+
+def test_the_table_in_paper_datasets_docstring_matches_the_registry_row_by_row():
+    table = _docstring_table(paper_datasets.__doc__ or "")
+    expected = [
+        (
+            spec.name,
+            "held-out" if spec.held_out else "held-in",
+            spec.paper_category,
+            spec.hub_id or "-",
+            spec.metric or "-",
+            spec.inference,
+        )
+        for spec in REGISTRY.values()
+    ]
+    assert [row[0] for row in table] == list(REGISTRY)  # same names, same order
+    for row, want in zip(table, expected):
+        assert row == want, f"docstring row of {want[0]} says {row}, REGISTRY says {want}"
 
 
 def test_datasets_without_a_hub_copy_say_why():
