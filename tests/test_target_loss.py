@@ -89,6 +89,61 @@ def test_num_items_in_batch_divides_the_summed_loss_like_the_llm():
     torch.testing.assert_close(fast, full)
 
 
+def _t5_model() -> InstructBlipForConditionalGeneration:
+    config = tiny_config("t5").to_dict()
+    config["qformer_config"] = {**QFORMER, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    config["text_config"]["dropout_rate"] = 0.0
+    torch.manual_seed(0)
+    return perturb_(InstructBlipForConditionalGeneration(InstructBlipConfig(**config))).train()
+
+
+def _t5_labelled_inputs() -> dict[str, torch.Tensor]:
+    inputs = make_inputs("t5", batch=3, seed=1)
+    del inputs["decoder_input_ids"]  # derived from the labels
+    inputs["labels"] = torch.tensor([[5, 6, 7, 8], [9, -100, -100, -100], [10, 11, -100, -100]])
+    return inputs
+
+
+# (model, inputs, forward kwargs) of every loss path: target-only head, the causal LLM's own loss, T5's own loss.
+LOSS_PATHS = {
+    "target_only": (lambda: _model(LLAMA), _labelled_inputs, {}),
+    "llm_loss": (lambda: _model(LLAMA), _labelled_inputs, {"return_logits": True}),
+    "t5": (_t5_model, _t5_labelled_inputs, {}),
+}
+
+
+def _summed_token_loss(model, inputs) -> torch.Tensor:
+    """The batch's summed next-token cross-entropy, from the full logits."""
+    logits = model(**inputs, return_logits=True).logits.float()
+    labels = inputs["labels"]
+    if model.config.use_decoder_only_language_model:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum")
+
+
+@pytest.mark.parametrize("path", sorted(LOSS_PATHS))
+def test_num_items_in_batch_divides_the_summed_token_loss_on_every_path(path):
+    make_model, make_labelled, kwargs = LOSS_PATHS[path]
+    model, inputs = make_model(), make_labelled()
+    items = 23  # the whole batch's target tokens, of which this micro-batch holds fewer
+    with torch.no_grad():
+        loss = model(**inputs, **kwargs, num_items_in_batch=torch.tensor(items)).loss
+        expected = _summed_token_loss(model, inputs) / items
+        as_int = model(**inputs, **kwargs, num_items_in_batch=items).loss
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(as_int, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", sorted(LOSS_PATHS))
+def test_a_micro_batch_without_targets_adds_nothing(path):
+    make_model, make_labelled, kwargs = LOSS_PATHS[path]
+    model, inputs = make_model(), make_labelled()
+    inputs["labels"] = torch.full_like(inputs["labels"], -100)  # e.g. every target truncated away
+    loss, grads = _loss_and_grads(model, inputs, **kwargs, num_items_in_batch=torch.tensor(9))
+    assert loss.loss.item() == 0.0
+    assert all(bool((g == 0).all()) for g in grads.values())  # no NaN from a 0 / 0 mean
+
+
 def test_eval_mode_keeps_the_logits_and_training_can_ask_for_them():
     model = _model(LLAMA).eval()
     inputs = _labelled_inputs()

@@ -166,6 +166,9 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
     #: Trained by default (arXiv 2305.06500 §2.6): everything else, i.e. the vision tower and the LLM, is frozen.
     #: The vision tower's output LayerNorm is added per tower (see `trainable_module_names`).
     _trainable_modules: tuple[str, ...] = ("query_tokens", "qformer", "language_projection")
+    #: `forward` divides the summed loss by ``num_items_in_batch`` when given, on every path (see
+    #: `_loss_per_item`): transformers' `Trainer` then passes it and does not divide by the accumulation steps again.
+    accepts_loss_kwargs = True
 
     def __init__(self, config: InstructBlipConfig):
         super().__init__(config)
@@ -176,6 +179,11 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         lm_class = AutoModelForCausalLM if config.use_decoder_only_language_model else AutoModelForSeq2SeqLM
         self.language_model = lm_class.from_config(config.text_config)
         self.vision_norm_name = "vision_model." + find_vision_norm(self.vision_model)
+        # Tells transformers' Trainer how to count `num_items_in_batch`: a causal LLM's labels are shifted (label 0 is
+        # never predicted: count `labels[..., 1:]`), an encoder-decoder's decoder predicts every label, unshifted, as
+        # `ForMaskedLMLoss` does (count them all; with the class-name default, "ForConditionalGeneration" -> causal,
+        # Trainer would drop each sample's first target token from the count).
+        self.loss_type = "ForCausalLM" if config.use_decoder_only_language_model else "ForMaskedLM"
         self.post_init()
 
     @classmethod
@@ -440,10 +448,15 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
                 OLMo-2, GPT-2, OPT, GPT-NeoX) computes its output head and the loss at the target positions only,
                 skipping the full-vocabulary logits of the image and prompt positions (same loss and gradients,
                 less time and memory); ``logits`` is then None.
-            kwargs: Passed on to the LLM (``use_cache``, ``past_key_values``, ``logits_to_keep``,
-                ``num_items_in_batch``, ...).
+            kwargs: Passed on to the LLM (``use_cache``, ``past_key_values``, ``logits_to_keep``, ...), except
+                ``num_items_in_batch``: the number of target tokens in the whole batch, over every micro-batch of a
+                gradient-accumulation step and every process (transformers' `Trainer` passes it). The loss is then
+                this call's summed token loss divided by it, for every LLM family, so the micro-batches' losses add
+                up to the token mean of the whole batch however it is split. Without it: the mean over this call's
+                target tokens.
         """
         decoder_only = self.config.use_decoder_only_language_model
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         features, inputs_embeds, attention_mask = self._llm_inputs(
             pixel_values,
             qformer_input_ids,
@@ -460,7 +473,7 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
             if return_logits is None:
                 return_logits = not self.training
             if labels is not None and not return_logits and self._has_plain_head(kwargs):
-                loss = self._target_only_loss(inputs_embeds, attention_mask, labels, **kwargs)
+                loss = self._target_only_loss(inputs_embeds, attention_mask, labels, num_items_in_batch, **kwargs)
                 return InstructBlipForConditionalGenerationModelOutput(loss=loss, image_features=features)
             outputs = self.language_model(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
@@ -474,8 +487,11 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
                 labels=labels,
                 **kwargs,
             )
+        loss = outputs.loss
+        if loss is not None and labels is not None and num_items_in_batch is not None:
+            loss = self._loss_per_item(loss, labels, num_items_in_batch)
         return InstructBlipForConditionalGenerationModelOutput(
-            loss=outputs.loss,
+            loss=loss,
             logits=outputs.logits,
             image_features=features,
             language_model_outputs=outputs,
@@ -528,16 +544,40 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
             return False
         return self.config.text_config.model_type in _PLAIN_HEAD_FAMILIES
 
+    def _loss_per_item(
+        self, mean_loss: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int
+    ) -> torch.Tensor:
+        """The LLM's own loss, a mean over this call's ``n`` target tokens, as their sum over ``num_items_in_batch``.
+
+        LAVIS (``tasks/base_task.py``) divides each micro-batch's mean loss by ``accum_grad_iters`` and DDP
+        averages over the processes: the token mean of the whole batch only when every micro-batch holds as many
+        target tokens. With targets of different lengths (captions, free-form answers) that weighs the tokens of
+        short micro-batches more. Summing each token's loss and dividing by the whole batch's token count is the
+        token-level generalisation: the same update and logged loss for any split into micro-batches and processes.
+        ``mean * n / num_items`` is that sum (every transformers LLM's own loss is such a mean, including LLMs that
+        ignore ``num_items_in_batch``, like T5); a call without targets adds 0 (its mean would be 0 / 0).
+        """
+        targets = labels[:, 1:] if self.config.use_decoder_only_language_model else labels  # causal: shifted
+        count = (targets != -100).sum().to(mean_loss.device)
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(mean_loss.device)
+        per_item = mean_loss.float() * count / num_items_in_batch
+        return torch.where(count > 0, per_item, torch.zeros_like(per_item))
+
     def _target_only_loss(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, **kwargs
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        **kwargs,
     ) -> torch.Tensor:
         """The causal LLM's loss, with its output head applied only where a label is predicted.
 
         Same value and gradients as the LLM's own loss (transformers' ``ForCausalLMLoss``: next-token cross-entropy
-        in fp32, averaged over the label tokens or divided by ``num_items_in_batch``), without the
-        ``(B, S, vocab)`` logits of the image and prompt positions.
+        in fp32, averaged over the label tokens, or summed and divided by ``num_items_in_batch`` as in
+        `_loss_per_item`), without the ``(B, S, vocab)`` logits of the image and prompt positions.
         """
-        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         for handled in ("return_dict", "use_cache"):
             kwargs.pop(handled, None)
         hidden = self.language_model.base_model(

@@ -24,6 +24,9 @@ class InstructBlipTrainingArguments(TrainingArguments):
         mixture_multipliers: Manual per-dataset factors on top of the sqrt(size) weights (arXiv 2305.06500 §2.4).
         apply_trainable_policy: Freeze the vision tower and the LLM, train Q-Former, queries, projection and the
             vision LayerNorm (`InstructBlipForConditionalGeneration.apply_trainable_policy`).
+        max_grad_norm: 0, i.e. no gradient clipping (transformers clips only when it is above 0; its default is 1.0):
+            LAVIS' runner (``runners/runner_base.py``, ``tasks/base_task.py``) steps the optimizer on the unclipped
+            gradients.
     """
 
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate (paper: 1e-5)."})
@@ -32,6 +35,13 @@ class InstructBlipTrainingArguments(TrainingArguments):
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2 (paper: 0.999)."})
     warmup_steps: float = field(default=1000, metadata={"help": "Linear warm-up steps (paper: 1000)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Decay after warm-up (paper: cosine to 0)."})
+    max_grad_norm: float = field(
+        default=0.0,
+        metadata={
+            "help": "Gradient clipping norm; 0 turns clipping off (LAVIS: its runner and `tasks/base_task.py` do not "
+            "clip). transformers' default is 1.0."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep the unified-schema columns: the collator reads them."}
     )

@@ -31,6 +31,12 @@ def _is_peft_model(model: Any) -> bool:
 class InstructBlipTrainer(Trainer):
     """A `transformers.Trainer` for instruction tuning InstructBLIP.
 
+    The loss is the token mean of the whole batch, however it is split: `Trainer` counts the target tokens of all
+    the micro-batches of a step (and, with ``average_tokens_across_devices``, on by default, of all the processes) and
+    passes the count as ``num_items_in_batch``; the model divides its summed token loss by it, on every LLM path
+    (`InstructBlipForConditionalGeneration.forward`). Gradient accumulation and the number of processes change
+    neither the update nor the logged loss, as with a plain `Trainer`.
+
     Args:
         model: An `InstructBlipForConditionalGeneration`.
         args: [`InstructBlipTrainingArguments`].
