@@ -415,6 +415,14 @@ BAD_ROWS = [
     ("vsr", lambda row: row.update(label=3), r"`label` = 3 is not a label index"),
     ("iconqa", lambda row: row.update(answer="9"), "answer '9' is not one of the options"),
     ("a_okvqa", lambda row: row.update(correct_choice_idx=4), "is not an index into 4 options"),
+    (
+        "a_okvqa",
+        lambda row: row.update(direct_answers="['cab', 'taxi]"),
+        "looks like a printed list but does not parse",
+    ),
+    ("a_okvqa", lambda row: row.update(direct_answers="cab"), "`direct_answers` = 'cab' is not the printed form"),
+    ("a_okvqa", lambda row: row.update(direct_answers="[1, 2]"), r"`direct_answers`\[0\] must be a string, got int"),
+    ("iconqa", lambda row: row.pop("ques_type"), "missing field `ques_type` .only rows whose"),
     ("ocr_vqa", lambda row: row["answers"].pop(), "3 questions but 2 answers"),
     ("llava_detail", lambda row: row["conversations"][1].update(value=None), "conversation turn 1 must be"),
 ]
@@ -492,19 +500,56 @@ def test_converters_are_shared_by_task_shape():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class _FakeHub:
-    """Records load_dataset calls and serves fixture rows (GQA's image configuration as an Image column)."""
+# Every Hub copy the registry reads, as verified against its stored card / lmms-eval config (see paper_datasets.py):
+# name -> (load_dataset call for our split, the columns that are `Image` features there).
+HUB_CALLS = {
+    "textcaps": (("lmms-lab-encoder/TextCaps", None, "train", False, {}), ("image",)),
+    "vqav2": (("Multimodal-Fatima/VQAv2_train", None, "train", False, {}), ("image",)),
+    "a_okvqa": (("HuggingFaceM4/A-OKVQA", None, "train", False, {}), ("image",)),
+    "nocaps": (("lmms-lab-encoder/NoCaps", None, "validation", False, {}), ("image",)),
+    "flickr30k": (("umaru97/flickr30k_train_val_test", None, "test", False, {}), ("image",)),
+    "iconqa": (
+        ("lmms-lab-encoder/ICON-QA", None, "test", False, {}),
+        ("query_image", "choice_image_0", "choice_image_1"),
+    ),
+    "textvqa": (("lmms-lab-encoder/textvqa", None, "validation", False, {}), ("image",)),
+    "hateful_memes": (
+        ("neuralcatcher/hateful_memes", None, "validation", False, {"data_files": {"validation": "dev_seen.jsonl"}}),
+        (),  # a jsonl with `img` paths inside the repo
+    ),
+    "vizwiz": (("lmms-lab-encoder/VizWiz-VQA", None, "val", False, {}), ("image",)),
+    "scienceqa": (("lmms-lab-encoder/ScienceQA", "ScienceQA-IMG", "test", False, {}), ("image",)),
+}
 
-    def __init__(self, name: str):
-        self.name, self.calls = name, []
+
+def _image_struct(path: str | None, hub_name: str) -> dict | None:
+    """An `Image` cell as a parquet on the Hub holds it: the bytes, and a file name that exists nowhere here."""
+    return None if path is None else {"bytes": (FIXTURES / path).read_bytes(), "path": hub_name}
+
+
+def _as_stored_on_the_hub(rows: list[dict], image_columns: tuple[str, ...]) -> datasets.Dataset:
+    rows = [
+        {**row, **{c: _image_struct(row[c], f"COCO_val2014_{i:012d}_{c}.jpg") for c in image_columns}}
+        for i, row in enumerate(rows)
+    ]
+    ds = datasets.Dataset.from_list(rows)
+    for column in image_columns:
+        ds = ds.cast_column(column, datasets.Image())
+    return ds
+
+
+class _FakeHub:
+    """Records load_dataset calls and serves fixture rows as the Hub stores them (`Image` columns hold bytes)."""
+
+    def __init__(self, name: str, image_columns: tuple[str, ...] = ()):
+        self.name, self.image_columns, self.calls = name, image_columns, []
 
     def __call__(self, path, name=None, *, split, streaming=False, **kwargs):
         self.calls.append((path, name, split, streaming, kwargs))
         if name == "testdev_balanced_images":
-            features = datasets.Features({"id": datasets.Value("string"), "image": datasets.Image()})
-            table = {"id": list(GQA_IMAGES), "image": [str(FIXTURES / p) for p in GQA_IMAGES.values()]}
-            return datasets.Dataset.from_dict(table, features=features)
-        return datasets.Dataset.from_list(fixture_rows(self.name))
+            table = [{"id": key, "image": path} for key, path in GQA_IMAGES.items()]
+            return _as_stored_on_the_hub(table, ("image",))
+        return _as_stored_on_the_hub(fixture_rows(self.name), self.image_columns)
 
 
 def _image_paths(ds: datasets.Dataset) -> list[str]:
@@ -512,31 +557,28 @@ def _image_paths(ds: datasets.Dataset) -> list[str]:
     return [image["path"] for sample in undecoded for image in sample["images"]]
 
 
-@pytest.mark.parametrize(
-    ("name", "expected_call"),
-    [
-        ("scienceqa", ("lmms-lab/ScienceQA", "ScienceQA-IMG", "test", False, {})),
-        ("textvqa", ("lmms-lab/textvqa", None, "validation", False, {})),
-        (
-            "hateful_memes",
-            (
-                "neuralcatcher/hateful_memes",
-                None,
-                "validation",
-                False,
-                {"data_files": {"validation": "dev_seen.jsonl"}},
-            ),
-        ),
-    ],
-)
-def test_hub_loading_uses_the_specs_id_config_split_and_files(monkeypatch, name, expected_call):
-    hub = _FakeHub(name)
+@pytest.mark.parametrize("name", list(HUB_CALLS))
+def test_hub_loading_reads_the_stored_form_under_the_specs_id_config_and_split(monkeypatch, name):
+    expected_call, image_columns = HUB_CALLS[name]
+    hub = _FakeHub(name, image_columns)
     monkeypatch.setattr(datasets, "load_dataset", hub)
-    ds = load_instruction_dataset(name, "eval")
+    split, count, target, answers, candidates = FIXTURE_CASES[name]
+    ds = load_instruction_dataset(name, split)
     assert hub.calls == [expected_call]
-    assert len(ds) == FIXTURE_CASES[name][1] and ds.features == INSTRUCTION_FEATURES
+    assert len(ds) == count and ds.features == INSTRUCTION_FEATURES
+    first = ds.remove_columns("images")[0]  # hateful_memes' images live in the Hub repo
+    assert (first["target"], first["answers"], first["candidates"]) == (target, answers, candidates)
     if name == "hateful_memes":  # relative `img` paths resolve inside the Hub repo (read lazily via hf://)
         assert _image_paths(ds)[0] == "hf://datasets/neuralcatcher/hateful_memes/images/img_07.png"
+    else:  # the image comes from the struct's bytes: its Hub file name does not exist on this machine
+        assert ds[0]["images"][0].size == (8, 8)
+
+
+def test_every_hub_copy_is_checked_and_none_uses_the_moved_lmms_lab_ids():
+    hub_copies = {name for name, spec in REGISTRY.items() if spec.hub_id is not None}
+    checked = set(HUB_CALLS) | {"gqa", "okvqa", "okvqa_qg", "vqav2_qg", "a_okvqa_qg", "ocr_vqa", "coco_caption", "vsr"}
+    assert hub_copies - checked <= {"llava_detail", "llava_reasoning", "llava_conversation"}
+    assert not [spec.hub_id for spec in REGISTRY.values() if (spec.hub_id or "").startswith("lmms-lab/")]
 
 
 def test_gqa_from_the_hub_looks_images_up_in_the_image_configuration(monkeypatch):
@@ -544,8 +586,81 @@ def test_gqa_from_the_hub_looks_images_up_in_the_image_configuration(monkeypatch
     monkeypatch.setattr(datasets, "load_dataset", hub)
     ds = load_instruction_dataset("gqa", "eval")
     assert [call[:3] for call in hub.calls] == [
-        ("lmms-lab/GQA", "testdev_balanced_images", "testdev"),
-        ("lmms-lab/GQA", "testdev_balanced_instructions", "testdev"),
+        ("lmms-lab-encoder/GQA", "testdev_balanced_images", "testdev"),
+        ("lmms-lab-encoder/GQA", "testdev_balanced_instructions", "testdev"),
     ]
     assert ds["target"] == ["yes", "green"] and ds[1]["images"][0].size == (8, 8)
     assert ds[0]["instruction"] == "Question: Is the square red? Short answer:"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data as the Hub stores it: string-encoded lists, fallbacks, the paper's splits
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_okvqa_direct_answers_are_stored_as_a_printed_list_and_become_ten_answers():
+    rows = fixture_rows("a_okvqa")
+    assert rows[0]["direct_answers"].startswith("['cab', 'cab', 'taxi'")  # one string, as HuggingFaceM4/A-OKVQA
+    for zero_shot in (False, True):
+        sample = next(convert_rows(rows, get_spec("a_okvqa"), zero_shot=zero_shot, image_root=FIXTURES))
+        assert sample["answers"] == ["cab", "cab", "taxi", "cab", "cab", "taxi", "cab", "cab", "taxi", "cab"]
+        assert sample["target"] == "cab" and sample["candidates"] == ["skateboarder", "train", "delivery", "cab"]
+    # The official json (aokvqa_v1p0_val.json) holds a real list: read as it is.
+    official = {**rows[0], "direct_answers": ["cab"] * 10}
+    assert next(convert_rows([official], get_spec("a_okvqa"), image_root=FIXTURES))["answers"] == ["cab"] * 10
+
+
+def test_iconqa_choices_a_printed_list_and_an_answer_with_a_comma():
+    spec = get_spec("iconqa")
+    row = fixture_rows("iconqa")[0]
+    printed = {**row, "choices": "['3', '5', '7']"}
+    comma = {**row, "choices": "1,000,2,000,3,000", "answer": "2,000"}
+    samples = list(convert_rows([printed, comma], spec, zero_shot=True, image_root=FIXTURES))
+    assert samples[0]["candidates"] == ["3", "5", "7"] and samples[0]["target"] == "5"
+    # The right answer's pieces are glued back; the other options cannot be told apart from a comma-joined string.
+    assert samples[1]["target"] == "2,000" and samples[1]["candidates"] == ["1", "000", "2,000", "3", "000"]
+
+
+def test_flickr30k_keeps_karpathys_test_split_only_and_needs_the_split_column():
+    spec = get_spec("flickr30k")
+    row = fixture_rows("flickr30k")[0]
+    full_table = [{**row, "split": split, "caption": [f"a {split} caption"]} for split in ("train", "test", "val")]
+    samples = list(convert_rows(full_table, spec, zero_shot=True, image_root=FIXTURES))
+    assert [s["target"] for s in samples] == ["a test caption"]
+    without_split = {k: v for k, v in row.items() if k != "split"}  # e.g. lmms-lab-encoder/flickr30k's 31,783 rows
+    with pytest.raises(BadSampleError, match=r"'flickr30k', row 0: missing field `split`"):
+        list(convert_rows([without_split], spec, zero_shot=True, image_root=FIXTURES))
+    assert "Karpathy" in spec.notes and "lmms-lab-encoder/flickr30k" in spec.notes
+
+
+@pytest.mark.parametrize("name", ["vqav2", "vqav2_qg"])
+@pytest.mark.parametrize("absent", [None, [], "missing"])
+def test_vqav2_falls_back_to_the_multiple_choice_answer(name, absent):
+    row = dict(fixture_rows("vqav2")[0], multiple_choice_answer="crimson")
+    if absent == "missing":
+        del row["answers"]
+    else:
+        row["answers"] = absent
+    sample = next(convert_rows([row], get_spec(name), image_root=FIXTURES))
+    if name == "vqav2":
+        assert (sample["target"], sample["answers"]) == ("crimson", ["crimson"])
+    else:  # question generation: the answer goes into the instruction, the question is the target
+        assert "crimson" in sample["instruction"] and sample["target"] == row["question"]
+    with pytest.raises(BadSampleError, match="missing field `multiple_choice_answer`"):
+        list(convert_rows([{k: v for k, v in row.items() if k != "multiple_choice_answer"}], get_spec(name)))
+
+
+def test_vizwiz_val_results_are_labelled_not_comparable_to_the_papers_test_dev():
+    from hf_instructblip.evaluation.harness import DatasetResult, results_table
+
+    caveats = {name: spec.results_caveat for name, spec in REGISTRY.items() if spec.results_caveat}
+    assert list(caveats) == ["vizwiz"] and "test-dev" in caveats["vizwiz"] and "not comparable" in caveats["vizwiz"]
+    assert get_spec("vizwiz").splits == {"eval": "val"}
+    results = {name: DatasetResult(name, "vqa_accuracy", "generate", True, 1, 0.5) for name in ("vizwiz", "gqa")}
+    assert caveats["vizwiz"] in results_table(results)
+    assert "not comparable" not in results_table({"gqa": results["gqa"]})
+
+
+def test_string_lists_must_name_an_encoding():
+    with pytest.raises(ValueError, match="string_lists needs a separator or PRINTED_LIST"):
+        DatasetSpec(**{**get_spec("iconqa").__dict__, "string_lists": {"choices": ""}})

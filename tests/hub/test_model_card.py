@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _expected_model_index(results_folder: Path) -> list[list]:
     """``model-index`` as the card must hold it: Hub dataset id, metric, score x100 (the paper's scale)."""
-    ids = {"gqa": "lmms-lab/GQA", "hateful_memes": "neuralcatcher/hateful_memes"}
+    ids = {"gqa": "lmms-lab-encoder/GQA", "hateful_memes": "neuralcatcher/hateful_memes"}
     entries = json.loads((results_folder / "results.json").read_text())["results"]
     return [[ids.get(name, name), entry["metric"], round(100 * entry["score"], 2)] for name, entry in entries.items()]
 

@@ -4,7 +4,9 @@ Converters are few and shared by task shape (captioning, VQA, multiple choice, c
 conversation, ...); each reads the row through the roles its [`DatasetSpec`] maps onto columns, so every fact about
 one dataset lives in its spec (`paper_datasets.py`), not here. Each has the [`Converter`] signature
 ``(row, row index, spec, options) -> list of samples`` and raises ``ValueError`` naming the column; the registry's
-loader adds dataset and row (`schema.BadSampleError`).
+loader adds dataset and row (`schema.BadSampleError`). Rows are read as the Hub stores them: a list kept in one string
+(``spec.string_lists``: A-OKVQA's printed ``"['ski', 'skiing']"``, IconQA's comma-joined choices) is decoded, image
+columns may hold ``{"bytes", "path"}`` structs, paths or PIL images.
 
 Instructions: for training, a template of the spec's task family sampled from ``(seed, row index)``
 (`templates.render_instruction`); with ``zero_shot=True``, the spec's zero-shot prompt, whose ``{question}``,
@@ -21,13 +23,14 @@ reads.
 
 from __future__ import annotations
 
+import ast
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .schema import make_sample
-from .spec import ConvertOptions, DatasetSpec, prompt_fields
+from .spec import PRINTED_LIST, ConvertOptions, DatasetSpec, prompt_fields
 from .templates import format_ocr_tokens, format_options, qformer_instruction, render_instruction
 
 __all__ = [
@@ -66,10 +69,32 @@ def _column_value(row: Mapping[str, Any], spec: DatasetSpec, column: str) -> Any
     if column not in row or row[column] is None:
         raise ValueError(f"missing field `{column}`")
     value = row[column]
-    separator = spec.delimiters.get(column)
-    if separator is not None and isinstance(value, str):
-        value = [part.strip() for part in value.split(separator)]
+    encoding = spec.string_lists.get(column)
+    if encoding is not None and isinstance(value, str):
+        value = _decode_list(value, encoding, column)
     return value
+
+
+def _decode_list(text: str, encoding: str, column: str) -> list[Any]:
+    """A list stored as one string: its printed Python form (``"['a', 'b']"``) or joined by a separator."""
+    stripped = text.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        try:
+            value = ast.literal_eval(stripped)  # literals only: never executes code
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as error:
+            raise ValueError(
+                f"`{column}` = {_shorten(text)} looks like a printed list but does not parse: {error}"
+            ) from None
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"`{column}` = {_shorten(text)} parses to a {type(value).__name__}, not a list")
+        return list(value)
+    if encoding == PRINTED_LIST:
+        raise ValueError(f"`{column}` = {_shorten(text)} is not the printed form of a list (e.g. \"['a', 'b']\")")
+    return [part.strip() for part in text.split(encoding)]
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _present(row: Mapping[str, Any], spec: DatasetSpec, role: str) -> bool:
@@ -145,24 +170,49 @@ def _most_common(answers: Sequence[str]) -> str:
 
 
 def _reference_answers(row: Mapping[str, Any], spec: DatasetSpec) -> list[str]:
+    """All reference answers (role ``answers``); the single ``answer`` when the row has no (or an empty) list.
+
+    VQAv2 maps both: ``answers`` (the ten annotators' answers) and ``multiple_choice_answer`` as the fallback for
+    copies that carry only the latter.
+    """
     if _has(spec, "answers"):
-        return _texts(row, spec, "answers")
+        answers = _texts(row, spec, "answers", required=not _has(spec, "answer"))
+        if answers or not _has(spec, "answer"):
+            return answers
     return [_text(row, spec, "answer")]
 
 
-def _option_index(row: Mapping[str, Any], spec: DatasetSpec, choices: Sequence[str]) -> int:
-    """Index of the right option: from ``answer_index`` (an int) or ``answer`` (an option's text)."""
+def _options_and_index(row: Mapping[str, Any], spec: DatasetSpec) -> tuple[list[str], int]:
+    """The options and the right one's index: from ``answer_index`` (an int) or ``answer`` (an option's text)."""
+    choices = _texts(row, spec, "options")
     if _has(spec, "answer_index"):
         index = _raw(row, spec, "answer_index")
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(choices):
             raise ValueError(
                 f"`{spec.columns['answer_index']}` = {index!r} is not an index into {len(choices)} options"
             )
-        return index
+        return choices, index
     answer = _text(row, spec, "answer")
     if answer not in choices:
-        raise ValueError(f"answer {answer!r} is not one of the options {list(choices)}")
-    return list(choices).index(answer)
+        choices = _rejoin(choices, answer, spec.string_lists.get(str(spec.columns["options"])))
+    if answer not in choices:
+        raise ValueError(f"answer {answer!r} is not one of the options {choices}")
+    return choices, choices.index(answer)
+
+
+def _rejoin(parts: list[str], answer: str, separator: str | None) -> list[str]:
+    """Options split on a separator that the right answer itself contains ("1,000"): glue its pieces back.
+
+    The answer is the one option whose text we know, so only its pieces can be restored; any other option with the
+    separator inside stays split (IconQA's comma-joined ``choices`` cannot tell them apart).
+    """
+    if not separator or separator == PRINTED_LIST or separator not in answer:
+        return parts
+    pieces = [piece.strip() for piece in answer.split(separator)]
+    for start in range(len(parts) - len(pieces) + 1):
+        if parts[start : start + len(pieces)] == pieces:
+            return [*parts[:start], answer, *parts[start + len(pieces) :]]
+    return parts
 
 
 def _label_index(value: Any, candidates: Sequence[str], column: str) -> int:
@@ -312,8 +362,8 @@ def convert_question_generation(
     images = _images(row, spec, options)
     question = _text(row, spec, "question")
     if _has(spec, "options"):
-        choices = _texts(row, spec, "options")
-        answer = choices[_option_index(row, spec, choices)]
+        choices, right = _options_and_index(row, spec)
+        answer = choices[right]
     else:
         answer = _most_common(_reference_answers(row, spec))
     text = _instruction(spec, options, index, answer=answer)
@@ -329,8 +379,8 @@ def convert_multiple_choice(
     """
     images = _images(row, spec, options)
     question = _text(row, spec, "question")
-    choices = _texts(row, spec, "options")
-    target = choices[_option_index(row, spec, choices)]
+    choices, right = _options_and_index(row, spec)
+    target = choices[right]
     context = _text(row, spec, "context", required=False)
     answers = _texts(row, spec, "answers") if _has(spec, "answers") else [target]
     text = _instruction(spec, options, index, question=question, choices=choices, context=context)

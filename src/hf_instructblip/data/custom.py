@@ -28,20 +28,18 @@ from pathlib import Path
 
 import datasets
 
-from .registry import (
-    Converter,
-    DatasetSpec,
-    _builder_for,
+from .converters import (
     convert_captioning,
     convert_classification,
     convert_conversation,
-    convert_dataset,
     convert_multiple_choice,
     convert_question_generation,
     convert_visual_dialog,
     convert_vqa,
 )
+from .registry import _builder_for, convert_dataset
 from .schema import TASK_FAMILIES, BadSampleReport, OnBadSample
+from .spec import Converter, DatasetSpec
 
 __all__ = ["FAMILY_CONVERTERS", "to_instruction_dataset"]
 

@@ -4,34 +4,34 @@
 2305.06500 Table 1). `registry.py` turns the two tuples into `REGISTRY`, `HELD_IN` and `HELD_OUT`. This table is
 checked row by row against `REGISTRY` (tests/data/test_registry.py); edit both together.
 
-| name               | held     | paper category        | hub id                         | metric        | inference |
-|--------------------|----------|-----------------------|--------------------------------|---------------|-----------|
-| coco_caption       | held-in  | image captioning      | yerevann/coco-karpathy         | cider         | generate  |
-| web_capfilt        | held-in  | image captioning      | -                              | -             | generate  |
-| textcaps           | held-in  | captioning + reading  | lmms-lab/TextCaps              | cider         | generate  |
-| vqav2              | held-in  | image QA              | Multimodal-Fatima/VQAv2_train  | vqa_accuracy  | generate  |
-| okvqa              | held-in  | knowledge-grounded QA | Multimodal-Fatima/OK-VQA_train | vqa_accuracy  | generate  |
-| a_okvqa            | held-in  | knowledge-grounded QA | HuggingFaceM4/A-OKVQA          | accuracy      | rank      |
-| ocr_vqa            | held-in  | QA + reading (OCR)    | howard-hou/OCR-VQA             | accuracy      | generate  |
-| vqav2_qg           | held-in  | question generation   | Multimodal-Fatima/VQAv2_train  | -             | generate  |
-| okvqa_qg           | held-in  | question generation   | Multimodal-Fatima/OK-VQA_train | -             | generate  |
-| a_okvqa_qg         | held-in  | question generation   | HuggingFaceM4/A-OKVQA          | -             | generate  |
-| llava_detail       | held-in  | LLaVA-Instruct-150K   | liuhaotian/LLaVA-Instruct-150K | -             | generate  |
-| llava_reasoning    | held-in  | LLaVA-Instruct-150K   | liuhaotian/LLaVA-Instruct-150K | -             | generate  |
-| llava_conversation | held-in  | LLaVA-Instruct-150K   | liuhaotian/LLaVA-Instruct-150K | -             | generate  |
-| nocaps             | held-out | image captioning      | lmms-lab/NoCaps                | cider         | generate  |
-| flickr30k          | held-out | image captioning      | lmms-lab/flickr30k             | cider         | generate  |
-| gqa                | held-out | visual reasoning      | lmms-lab/GQA                   | accuracy      | generate  |
-| vsr                | held-out | visual reasoning      | cambridgeltl/vsr_zeroshot      | accuracy      | rank      |
-| iconqa             | held-out | visual reasoning      | lmms-lab/ICON-QA               | accuracy      | rank      |
-| textvqa            | held-out | QA + reading (OCR)    | lmms-lab/textvqa               | vqa_accuracy  | generate  |
-| visdial            | held-out | visual conversation   | -                              | mrr           | rank      |
-| hateful_memes      | held-out | image classification  | neuralcatcher/hateful_memes    | auc           | rank      |
-| vizwiz             | held-out | image QA              | lmms-lab/VizWiz-VQA            | vqa_accuracy  | generate  |
-| scienceqa          | held-out | knowledge-grounded QA | lmms-lab/ScienceQA             | accuracy      | rank      |
-| msvd_qa            | held-out | video QA              | -                              | accuracy      | rank      |
-| msrvtt_qa          | held-out | video QA              | -                              | accuracy      | rank      |
-| ivqa               | held-out | video QA              | -                              | ivqa_accuracy | generate  |
+| name               | held     | paper category        | hub id                           | metric        | method   |
+|--------------------|----------|-----------------------|----------------------------------|---------------|----------|
+| coco_caption       | held-in  | image captioning      | yerevann/coco-karpathy           | cider         | generate |
+| web_capfilt        | held-in  | image captioning      | -                                | -             | generate |
+| textcaps           | held-in  | captioning + reading  | lmms-lab-encoder/TextCaps        | cider         | generate |
+| vqav2              | held-in  | image QA              | Multimodal-Fatima/VQAv2_train    | vqa_accuracy  | generate |
+| okvqa              | held-in  | knowledge-grounded QA | Multimodal-Fatima/OK-VQA_train   | vqa_accuracy  | generate |
+| a_okvqa            | held-in  | knowledge-grounded QA | HuggingFaceM4/A-OKVQA            | accuracy      | rank     |
+| ocr_vqa            | held-in  | QA + reading (OCR)    | howard-hou/OCR-VQA               | accuracy      | generate |
+| vqav2_qg           | held-in  | question generation   | Multimodal-Fatima/VQAv2_train    | -             | generate |
+| okvqa_qg           | held-in  | question generation   | Multimodal-Fatima/OK-VQA_train   | -             | generate |
+| a_okvqa_qg         | held-in  | question generation   | HuggingFaceM4/A-OKVQA            | -             | generate |
+| llava_detail       | held-in  | LLaVA-Instruct-150K   | liuhaotian/LLaVA-Instruct-150K   | -             | generate |
+| llava_reasoning    | held-in  | LLaVA-Instruct-150K   | liuhaotian/LLaVA-Instruct-150K   | -             | generate |
+| llava_conversation | held-in  | LLaVA-Instruct-150K   | liuhaotian/LLaVA-Instruct-150K   | -             | generate |
+| nocaps             | held-out | image captioning      | lmms-lab-encoder/NoCaps          | cider         | generate |
+| flickr30k          | held-out | image captioning      | umaru97/flickr30k_train_val_test | cider         | generate |
+| gqa                | held-out | visual reasoning      | lmms-lab-encoder/GQA             | accuracy      | generate |
+| vsr                | held-out | visual reasoning      | cambridgeltl/vsr_zeroshot        | accuracy      | rank     |
+| iconqa             | held-out | visual reasoning      | lmms-lab-encoder/ICON-QA         | accuracy      | rank     |
+| textvqa            | held-out | QA + reading (OCR)    | lmms-lab-encoder/textvqa         | vqa_accuracy  | generate |
+| visdial            | held-out | visual conversation   | -                                | mrr           | rank     |
+| hateful_memes      | held-out | image classification  | neuralcatcher/hateful_memes      | auc           | rank     |
+| vizwiz             | held-out | image QA              | lmms-lab-encoder/VizWiz-VQA      | vqa_accuracy  | generate |
+| scienceqa          | held-out | knowledge-grounded QA | lmms-lab-encoder/ScienceQA       | accuracy      | rank     |
+| msvd_qa            | held-out | video QA              | -                                | accuracy      | rank     |
+| msrvtt_qa          | held-out | video QA              | -                                | accuracy      | rank     |
+| ivqa               | held-out | video QA              | -                                | ivqa_accuracy | generate |
 
 Hub configurations (``hub_config``), splits, column maps and provenance are in each entry. No public Hub copy
 (hub id "-"; each has a converter for its published raw format, used through ``load_instruction_dataset(name,
@@ -62,7 +62,7 @@ from .converters import (
     convert_vqa,
     convert_vqa_per_question,
 )
-from .spec import DatasetSpec
+from .spec import PRINTED_LIST, DatasetSpec
 
 __all__ = ["HELD_IN_SPECS", "HELD_OUT_SPECS"]
 
@@ -73,6 +73,8 @@ _MC_PROMPT = "Question: {question} Options: {options}. Short answer:"  # ours
 _QG_PROMPT = "Given the image, generate a question whose answer is: {answer}. Question:"  # paper's QG template 1
 
 _VQA_COLUMNS = {"image": "image", "question": "question", "answers": "answers"}
+# VQAv2 copies carry the ten annotators' answers and/or the consensus `multiple_choice_answer` (the fallback).
+_VQAV2_COLUMNS = {**_VQA_COLUMNS, "answer": "multiple_choice_answer"}
 _AOKVQA_MC_COLUMNS = {
     "image": "image",
     "question": "question",
@@ -80,9 +82,20 @@ _AOKVQA_MC_COLUMNS = {
     "answer_index": "correct_choice_idx",
     "answers": "direct_answers",
 }
+# HuggingFaceM4/A-OKVQA keeps `choices` and `rationales` as lists but `direct_answers` as one string, the printed
+# list ("['cigarette', 'cigarette', ...]", as in evalscope's a_okvqa benchmark page showing a validation row).
+_AOKVQA_STRING_LISTS = {"direct_answers": PRINTED_LIST}
+_AOKVQA_NOTE = (
+    "HuggingFaceM4/A-OKVQA stores direct_answers as the printed form of a Python list (\"['ski', 'ski', ...]\"), "
+    "parsed here (ast.literal_eval; a row that does not parse is a bad row); choices is a list, "
+    "correct_choice_idx an int, image an Image struct."
+)
 _VIDEO_COLUMNS = {"frames": "frames", "question": "question", "answer": "answer"}
 _LLAVA_COLUMNS = {"image": "image", "conversations": "conversations"}
 _COCO_TRAIN2017 = "http://images.cocodataset.org/train2017"
+# The lmms-lab evaluation copies moved to the lmms-lab-encoder organisation with their history: e.g. public code pins
+# lmms-lab-encoder/ICON-QA at revision 94f9ba8, the last commit of lmms-lab/ICON-QA, with the same parquet names.
+_MOVED_NOTE = " Formerly lmms-lab/{old} (moved to lmms-lab-encoder/)."
 _FATIMA_NOTE = (
     "Columns image/question/answers (answers: list of 10 strings) are taken from the same uploader's "
     "VQAv2_sample_test / OK-VQA_train cards (same pipeline); this repo's own card was not readable offline."
@@ -160,7 +173,7 @@ HELD_IN_SPECS: tuple[DatasetSpec, ...] = (
         task_family="captioning",
         paper_category="captioning + reading",
         held_out=False,
-        hub_id="lmms-lab/TextCaps",
+        hub_id="lmms-lab-encoder/TextCaps",
         hub_config=None,
         splits={"train": "train", "eval": "val"},
         columns={"image": "image", "captions": "caption_str"},
@@ -168,7 +181,11 @@ HELD_IN_SPECS: tuple[DatasetSpec, ...] = (
         inference="generate",
         zero_shot_prompt=_CAPTION_PROMPT,
         convert=convert_captioning,
-        notes="This Hub copy carries no OCR tokens, so none are added to the instruction.",
+        notes=(
+            "Card: image, caption_str (list of the reference captions, as lmms-eval's textcaps/utils.py scores "
+            "them), splits train/val/test. This Hub copy carries no OCR tokens, so none are added to the "
+            "instruction." + _MOVED_NOTE.format(old="TextCaps")
+        ),
     ),
     DatasetSpec(
         name="vqav2",
@@ -178,15 +195,16 @@ HELD_IN_SPECS: tuple[DatasetSpec, ...] = (
         hub_id="Multimodal-Fatima/VQAv2_train",
         hub_config=None,
         splits={"train": "train"},
-        columns=_VQA_COLUMNS,
+        columns=_VQAV2_COLUMNS,
         metric="vqa_accuracy",
         inference="generate",
         zero_shot_prompt=_SHORT_ANSWER_PROMPT,
         convert=convert_vqa,
         notes=(
-            "HuggingFaceM4/VQAv2 is a loading script (unsupported by datasets>=4) and lmms-lab/VQAv2 has no train "
-            "split (its answers are {answer, answer_confidence, answer_id} dicts). Zero-shot prompt is ours. "
-            + _FATIMA_NOTE
+            "HuggingFaceM4/VQAv2 is a loading script (unsupported by datasets>=4) and lmms-lab-encoder/VQAv2 has no "
+            "train split (its answers are {answer, answer_confidence, answer_id} dicts). A row without `answers` (or "
+            "with an empty list) falls back to `multiple_choice_answer`, the consensus answer every VQAv2 copy "
+            "carries. Zero-shot prompt is ours. " + _FATIMA_NOTE
         ),
     ),
     DatasetSpec(
@@ -204,8 +222,8 @@ HELD_IN_SPECS: tuple[DatasetSpec, ...] = (
         convert=convert_vqa,
         notes=(
             "Card lists image, question, answers (10 strings). Evaluation copies: Multimodal-Fatima/OK-VQA_test, "
-            "lmms-lab/OK-VQA (split val2014). OK-VQA is scored with VQA accuracy; the paper's category column says "
-            "accuracy. Zero-shot prompt is ours."
+            "lmms-lab-encoder/OK-VQA (split val2014). OK-VQA is scored with VQA accuracy; the paper's category "
+            "column says accuracy. Zero-shot prompt is ours."
         ),
     ),
     DatasetSpec(
@@ -221,9 +239,11 @@ HELD_IN_SPECS: tuple[DatasetSpec, ...] = (
         inference="rank",
         zero_shot_prompt=_MC_PROMPT,
         convert=convert_multiple_choice,
+        string_lists=_AOKVQA_STRING_LISTS,
         notes=(
             "Multiple-choice form (arXiv 2305.06500 §2.4 down-weights 'A-OKVQA (multiple choice)'); answers keep "
-            "the ten direct answers for direct-answer scoring. Test answers are hidden. Zero-shot prompt is ours."
+            "the ten direct answers for direct-answer scoring. " + _AOKVQA_NOTE + " Test answers are hidden. "
+            "Zero-shot prompt is ours."
         ),
     ),
     DatasetSpec(
@@ -254,12 +274,15 @@ HELD_IN_SPECS: tuple[DatasetSpec, ...] = (
         hub_id="Multimodal-Fatima/VQAv2_train",
         hub_config=None,
         splits={"train": "train"},
-        columns=_VQA_COLUMNS,
+        columns=_VQAV2_COLUMNS,
         metric=None,
         inference="generate",
         zero_shot_prompt=_QG_PROMPT,
         convert=convert_question_generation,
-        notes="Question generation from VQAv2: the answer is the most frequent reference answer. " + _FATIMA_NOTE,
+        notes=(
+            "Question generation from VQAv2: the answer is the most frequent reference answer "
+            "(`multiple_choice_answer` when a row has no `answers`). " + _FATIMA_NOTE
+        ),
     ),
     DatasetSpec(
         name="okvqa_qg",
@@ -289,7 +312,8 @@ HELD_IN_SPECS: tuple[DatasetSpec, ...] = (
         inference="generate",
         zero_shot_prompt=_QG_PROMPT,
         convert=convert_question_generation,
-        notes="Question generation from A-OKVQA: the answer is the correct choice's text.",
+        string_lists=_AOKVQA_STRING_LISTS,
+        notes="Question generation from A-OKVQA: the answer is the correct choice's text. " + _AOKVQA_NOTE,
     ),
     _llava_spec("llava_detail", "detail_23k.json", "Detailed description part. "),
     _llava_spec("llava_reasoning", "complex_reasoning_77k.json", "Complex reasoning part. "),
@@ -307,7 +331,7 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         task_family="captioning",
         paper_category="image captioning",
         held_out=True,
-        hub_id="lmms-lab/NoCaps",
+        hub_id="lmms-lab-encoder/NoCaps",
         hub_config=None,
         splits={"eval": "validation"},
         columns={"image": "image", "captions": "annotations_captions"},
@@ -315,14 +339,17 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         inference="generate",
         zero_shot_prompt=_CAPTION_PROMPT,
         convert=convert_captioning,
-        notes="Validation split (4,500 images), as in the paper.",
+        notes=(
+            "Validation split (4,500 images), as in the paper; annotations_captions holds the references (as "
+            "lmms-eval's nocaps/utils.py scores them)." + _MOVED_NOTE.format(old="NoCaps")
+        ),
     ),
     DatasetSpec(
         name="flickr30k",
         task_family="captioning",
         paper_category="image captioning",
         held_out=True,
-        hub_id="lmms-lab/flickr30k",
+        hub_id="umaru97/flickr30k_train_val_test",
         hub_config=None,
         splits={"eval": "test"},
         columns={"image": "image", "captions": "caption"},
@@ -330,9 +357,17 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         inference="generate",
         zero_shot_prompt=_CAPTION_PROMPT,
         convert=convert_captioning,
+        row_filter={"split": ("test",)},
         notes=(
-            "This copy's 'test' split holds all 31,783 images; the paper scores the Karpathy 1K test images: select "
-            "them by `filename` (Karpathy's dataset_flickr30k.json) and use convert_dataset."
+            "The paper scores Karpathy's 1K test images (arXiv 2305.06500 Table 1; LAVIS' flickr30k_test.json). "
+            "This copy has nlphuji/flickr30k's columns (image, caption: 5 strings, sentids, split, img_id, filename; "
+            "`split` is Karpathy's assignment) in parquet splits train 29,000 / val 1,014 / test 1,000, Karpathy's "
+            "sizes. The filter keeps rows whose `split` column says 'test', so the same spec also reads "
+            "the full 31,014-image nlphuji table (data_files=...) correctly. Not used: "
+            "lmms-lab-encoder/flickr30k (formerly lmms-lab/flickr30k, lmms-eval's copy): its single 'test' split "
+            "holds all 31,783 images with no split column, so the Karpathy test cannot be selected without a list; "
+            "nlphuji/flickr_1k_test_image_text_retrieval (1,000 images) and nlphuji/flickr30k are loading scripts, "
+            "which datasets>=4 no longer runs."
         ),
     ),
     DatasetSpec(
@@ -340,7 +375,7 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         task_family="short_vqa",
         paper_category="visual reasoning",
         held_out=True,
-        hub_id="lmms-lab/GQA",
+        hub_id="lmms-lab-encoder/GQA",
         hub_config="testdev_balanced_instructions",
         splits={"eval": "testdev"},
         columns={"image": "imageId", "question": "question", "answer": "answer"},
@@ -352,6 +387,7 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         notes=(
             "Images live in a second configuration (testdev_balanced_images: id, image), looked up by imageId "
             "(as lmms-eval does); with local files pass image_lookup. Zero-shot prompt is ours."
+            + _MOVED_NOTE.format(old="GQA")
         ),
     ),
     DatasetSpec(
@@ -378,7 +414,7 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         task_family="multiple_choice",
         paper_category="visual reasoning",
         held_out=True,
-        hub_id="lmms-lab/ICON-QA",
+        hub_id="lmms-lab-encoder/ICON-QA",
         hub_config=None,
         splits={"eval": "test"},
         columns={"image": "query_image", "question": "question", "options": "choices", "answer": "answer"},
@@ -387,11 +423,16 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         zero_shot_prompt=_MC_PROMPT,
         convert=convert_multiple_choice,
         row_filter={"ques_type": ("choose_txt",)},
-        delimiters={"choices": ","},
+        string_lists={"choices": ","},
         notes=(
-            "Multi-text-choice sub-task only (ques_type choose_txt; the paper's 'multi-choice'). choices is one "
-            "comma-separated string and answer is the right choice's text (as read by lmms-eval); that the test "
-            "split carries answers was not verified. Zero-shot prompt is ours."
+            "Multi-text-choice sub-task only (ques_type choose_txt; the paper's 'multi-choice' test). Card: "
+            "question_id, question, choices (string), answer (string: the right choice's text), query_image, "
+            "choice_image_0/1, ques_type, label, grade, skills; splits val (21,488) and test (21,489). The test "
+            "split carries answers (public pipelines score lmms-lab-encoder/ICON-QA's test split from its `answer` "
+            "column), so the paper's test split is used. choices is stored as one string "
+            "with the options joined by ',' (lmms-eval's iconqa/utils.py splits it there); a printed list "
+            "(\"['a', 'b']\") is parsed as one instead, and a right answer that itself contains a comma is glued "
+            "back together. Zero-shot prompt is ours." + _MOVED_NOTE.format(old="ICON-QA")
         ),
     ),
     DatasetSpec(
@@ -399,7 +440,7 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         task_family="ocr_vqa",
         paper_category="QA + reading (OCR)",
         held_out=True,
-        hub_id="lmms-lab/textvqa",
+        hub_id="lmms-lab-encoder/textvqa",
         hub_config=None,
         splits={"eval": "validation"},
         columns={"image": "image", "question": "question", "answers": "answers", "ocr_tokens": "ocr_tokens"},
@@ -407,7 +448,10 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         inference="generate",
         zero_shot_prompt=_SHORT_ANSWER_PROMPT,
         convert=convert_vqa,
-        notes="Validation split (5,000 questions). OCR tokens precede the prompt ('OCR tokens: ...'); prompt is ours.",
+        notes=(
+            "Validation split (5,000 questions; test answers are hidden). OCR tokens precede the prompt "
+            "('OCR tokens: ...'); prompt is ours." + _MOVED_NOTE.format(old="textvqa")
+        ),
     ),
     DatasetSpec(
         name="visdial",
@@ -455,7 +499,7 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         task_family="short_vqa",
         paper_category="image QA",
         held_out=True,
-        hub_id="lmms-lab/VizWiz-VQA",
+        hub_id="lmms-lab-encoder/VizWiz-VQA",
         hub_config=None,
         splits={"eval": "val"},
         columns=_VQA_COLUMNS,
@@ -463,9 +507,14 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         inference="generate",
         zero_shot_prompt=_SHORT_ANSWER_PROMPT,
         convert=convert_vqa,
+        results_caveat=(
+            "scored on val (4,319 questions), not the paper's test-dev (EvalAI server): not comparable to the paper"
+        ),
         notes=(
-            "The paper scores test-dev on the EvalAI server (answers hidden); this registry's eval split is the "
-            "public val split (4,319 questions). Zero-shot prompt is ours."
+            "The paper scores test-dev on the EvalAI server (answers hidden; this copy's 'test' split, 8,000 "
+            "questions, has no answers); this registry's eval split is the public val split (4,319 questions, "
+            "answers: 10 strings), so its scores are not comparable to the paper's (results_caveat). Zero-shot "
+            "prompt is ours." + _MOVED_NOTE.format(old="VizWiz-VQA")
         ),
     ),
     DatasetSpec(
@@ -473,7 +522,7 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         task_family="multiple_choice",
         paper_category="knowledge-grounded QA",
         held_out=True,
-        hub_id="lmms-lab/ScienceQA",
+        hub_id="lmms-lab-encoder/ScienceQA",
         hub_config="ScienceQA-IMG",
         splits={"eval": "test"},
         columns={
@@ -487,7 +536,10 @@ HELD_OUT_SPECS: tuple[DatasetSpec, ...] = (
         inference="rank",
         zero_shot_prompt=_SCIENCEQA_PROMPT,
         convert=convert_multiple_choice,
-        notes="Image subset, test split (2,017). Paper's prompt; an empty hint becomes 'N/A' (Qwen-VL's convention).",
+        notes=(
+            "Image subset (config ScienceQA-IMG), test split (2,017); choices is a list, answer an int index. "
+            "Paper's prompt; an empty hint becomes 'N/A' (Qwen-VL's convention)." + _MOVED_NOTE.format(old="ScienceQA")
+        ),
     ),
     DatasetSpec(
         name="msvd_qa",

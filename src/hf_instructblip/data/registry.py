@@ -29,7 +29,7 @@ from typing import Any
 import datasets
 
 # The converters, `Converter` and `resolve_visdial` lived here before the 26 entries moved out; they stay importable
-# from this module (`data.custom` and user code import them from here).
+# from this module for user code written against it.
 from .converters import convert_captioning as convert_captioning
 from .converters import convert_classification as convert_classification
 from .converters import convert_conversation as convert_conversation
@@ -97,7 +97,13 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 def _keep(row: Mapping[str, Any], spec: DatasetSpec) -> bool:
-    return all(row.get(column) in allowed for column, allowed in spec.row_filter.items())
+    """Whether the row is part of the benchmark (``spec.row_filter``); a row lacking a filter column is bad."""
+    for column, allowed in spec.row_filter.items():
+        if column not in row:
+            raise ValueError(f"missing field `{column}` (only rows whose `{column}` is one of {allowed} are kept)")
+        if row[column] not in allowed:
+            return False
+    return True
 
 
 def _convert_row(
@@ -108,9 +114,9 @@ def _convert_row(
     on_bad_sample: OnBadSample,
     report: BadSampleReport | None,
 ) -> list[dict[str, Any]]:
-    if not _keep(row, spec):
-        return []
     try:
+        if not _keep(row, spec):
+            return []
         return spec.convert(row, index, spec, options)
     except ValueError as error:  # BadSampleError is a ValueError; helpers raise plain ValueErrors
         bad = error if isinstance(error, BadSampleError) else BadSampleError(spec.name, index, str(error))

@@ -18,10 +18,13 @@ from typing import Any, Literal
 
 from .schema import TASK_FAMILIES
 
-__all__ = ["METRICS", "ConvertOptions", "Converter", "DatasetSpec", "prompt_fields"]
+__all__ = ["METRICS", "PRINTED_LIST", "ConvertOptions", "Converter", "DatasetSpec", "prompt_fields"]
 
 #: Metric names used in the registry (the evaluation code implements them).
 METRICS: tuple[str, ...] = ("cider", "accuracy", "vqa_accuracy", "auc", "mrr", "ivqa_accuracy")
+
+#: ``string_lists`` value for a list stored as its printed Python form (``"['ski', 'ski', 'skiing']"``).
+PRINTED_LIST = "printed-list"
 
 _SPLITS = ("train", "eval")
 _PROMPT_FIELDS = frozenset({"question", "options", "context", "answer", "ocr"})
@@ -77,8 +80,13 @@ class DatasetSpec:
         image_root: Prefix for relative image paths in the source (a COCO URL directory, an ``hf://`` path).
         image_table: ``(config, id column, image column)`` of a Hub configuration that holds the images, for
             datasets whose rows reference images by id (GQA).
-        row_filter: Column -> allowed values; other rows are not part of the benchmark and are dropped quietly.
-        delimiters: Column -> separator, for list-valued columns stored as one string (IconQA's choices).
+        row_filter: Column -> allowed values; other rows are not part of the benchmark and are dropped quietly
+            (a row lacking the column is a bad row, not a dropped one).
+        string_lists: Column -> how that list-valued column is stored as one string on the Hub: `PRINTED_LIST`
+            (A-OKVQA's ``direct_answers``) or a separator (``","`` for IconQA's ``choices``). A string that looks
+            like a printed list is parsed as one either way; real lists pass through.
+        results_caveat: Why scores on ``splits["eval"]`` are not comparable to the paper's (a different split,
+            e.g. VizWiz val instead of the paper's test-dev); empty when they are. Results tables print it.
         notes: Provenance, deviations from the paper, what could not be verified.
     """
 
@@ -99,7 +107,8 @@ class DatasetSpec:
     image_root: str | None = None
     image_table: tuple[str, str, str] | None = None
     row_filter: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-    delimiters: Mapping[str, str] = field(default_factory=dict)
+    string_lists: Mapping[str, str] = field(default_factory=dict)
+    results_caveat: str = ""
     notes: str = ""
 
     def __post_init__(self):
@@ -115,6 +124,9 @@ class DatasetSpec:
         unknown_files = set(self.hub_data_files) - set(self.splits.values())
         if unknown_files:
             raise ValueError(f"{where}: hub_data_files names splits {sorted(unknown_files)} not in `splits`")
+        empty = [column for column, encoding in self.string_lists.items() if not encoding]
+        if empty:
+            raise ValueError(f"{where}: string_lists needs a separator or PRINTED_LIST for {empty}")
         if self.zero_shot_prompt is not None:
             fields = prompt_fields(self.zero_shot_prompt)
             if fields - _PROMPT_FIELDS:

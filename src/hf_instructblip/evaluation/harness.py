@@ -267,7 +267,14 @@ def results_table(results: Mapping[str, DatasetResult]) -> str:
         value = results[name].score
         cells.append("-" if math.isnan(value) else f"{100 * value:.1f}")
     metrics = "| metric | " + " | ".join(results[name].metric for name, _ in columns) + " |"
-    return "\n".join([header, rule, "| this model | " + " | ".join(cells) + " |", metrics])
+    # A score on another split than the paper's (VizWiz val) says so under the table (`DatasetSpec.results_caveat`).
+    caveats = [
+        f"* {title}: {REGISTRY[name].results_caveat}."
+        for name, title in columns
+        if name in REGISTRY and REGISTRY[name].results_caveat
+    ]
+    notes = ["", *caveats] if caveats else []
+    return "\n".join([header, rule, "| this model | " + " | ".join(cells) + " |", metrics, *notes])
 
 
 def write_results(
