@@ -91,15 +91,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         theirs, ours, processor = build(Path(folder))
         dataset = synthetic_dataset("synthetic_counting", args.samples, seed=1234, image_size=224)
-        settings = generation_settings("short_vqa")
+        # Both sides decode the same way: no repetition penalty, which transformers' port applies to the prompt too and
+        # the harness (as LAVIS) to generated tokens only.
+        same_decoding = {"repetition_penalty": 1.0}
+        settings = generation_settings("short_vqa", same_decoding, encoder_decoder=False)
         plain_loop(theirs, processor, dataset.select(range(2)), settings)  # warm-up
         start = time.perf_counter()
         expected = plain_loop(theirs, processor, dataset, settings)
         theirs_time = time.perf_counter() - start
-        evaluate_zero_shot(ours, processor, {"synthetic_counting": dataset.select(range(2))}, progress=False)
+        warm_up = {"synthetic_counting": dataset.select(range(2))}
+        evaluate_zero_shot(ours, processor, warm_up, generation=same_decoding, progress=False)
         start = time.perf_counter()
         results = evaluate_zero_shot(
-            ours, processor, {"synthetic_counting": dataset}, batch_size=args.batch_size, progress=False
+            ours,
+            processor,
+            {"synthetic_counting": dataset},
+            batch_size=args.batch_size,
+            generation=same_decoding,
+            progress=False,
         )
         ours_time = time.perf_counter() - start
     got = results["synthetic_counting"].predictions

@@ -17,6 +17,7 @@ checkpoints load with no missing or unexpected keys. This file is pushed next to
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -603,6 +604,7 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         attention_mask: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
+        penalize_prompt: bool = True,
         **generate_kwargs,
     ) -> torch.Tensor:
         r"""Generate the answer with the LLM's own `generate` (all its decoding strategies and options).
@@ -610,6 +612,18 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         Takes the same image/text inputs as [`forward`]. Without ``input_ids`` the prompt is just the image
         tokens (plus BOS for causal LLMs). Returns token ids: for causal LLMs the prompt ids come first, as with
         transformers' port.
+
+        Args:
+            penalize_prompt: Causal LLMs only: whether penalties that look at the tokens so far
+                (``repetition_penalty``, ``no_repeat_ngram_size``, ...) count the prompt's tokens. ``True`` (the
+                default, transformers' behaviour and its InstructBLIP port): the prompt's ``input_ids`` go to the
+                LLM's ``generate`` with the embeddings, so ``repetition_penalty=1.5`` also lowers the score of every
+                word of the question (and of OCR tokens, often the answer). ``False`` (LAVIS,
+                ``blip2_vicuna_instruct.py``, used by the zero-shot evaluation): only ``inputs_embeds`` and the
+                attention mask go in, so only generated tokens are penalised; the returned ids still start with
+                the prompt's ids. Encoder-decoder LLMs never see the prompt's ids in their decoder, so for them the
+                flag changes nothing.
+            generate_kwargs: Passed to the LLM's ``generate``.
         """
         image = self.get_image_features(
             pixel_values, qformer_input_ids, qformer_attention_mask, image_embeds, interpolate_pos_encoding
@@ -625,6 +639,19 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         inputs_embeds = self.merge_image_features(input_ids, features)
         attention_mask = self._checked_attention_mask(input_ids, attention_mask)
         inputs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
-        if decoder_only:
-            inputs["input_ids"] = input_ids
-        return self.language_model.generate(**inputs, **generate_kwargs)
+        if not decoder_only:
+            return self.language_model.generate(**inputs, **generate_kwargs)
+        if penalize_prompt:
+            return self.language_model.generate(input_ids=input_ids, **inputs, **generate_kwargs)
+        # Embeddings alone: the LLM returns the new tokens only; put the prompt back in front, so the output reads
+        # the same either way.
+        with warnings.catch_warnings():  # transformers warns of exactly what penalize_prompt=False asks for
+            warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with `inputs_embeds`")
+            output = self.language_model.generate(**inputs, **generate_kwargs)
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        # num_return_sequences > 1: each prompt's sequences are consecutive rows
+        prompt = input_ids.to(sequences.device).repeat_interleave(sequences.shape[0] // input_ids.shape[0], dim=0)
+        if isinstance(output, torch.Tensor):
+            return torch.cat([prompt, output], dim=1)
+        output.sequences = torch.cat([prompt, sequences], dim=1)
+        return output

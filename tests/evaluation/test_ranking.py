@@ -82,6 +82,44 @@ def test_fast_equals_naive(model, processor, append_eos):
     assert fast.num_tokens[0] == [1 + append_eos]
 
 
+def test_eos_follows_lavis_by_default(model, processor):
+    """LAVIS: T5 candidates carry </s> (`blip2_t5_instruct.py`), causal ones no eos (`blip2_vicuna_instruct.py`)."""
+    t5 = not model.config.use_decoder_only_language_model
+    default = rank_candidates(model, processor, images(3), PROMPTS, CANDIDATES, batch_size=3)
+    assert_same_ranking(
+        default, rank_candidates_naive(model, processor, images(3), PROMPTS, CANDIDATES, append_eos=t5)
+    )
+    plain = [[len(processor.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in s] for s in CANDIDATES]
+    assert default.num_tokens == [[n + t5 for n in sample] for sample in plain]
+
+
+def _answer_red_car(processor, image, prompt: str, steps: int = 40):
+    """A tiny T5 model trained (as the collator trains: target + eos) to answer "red car"."""
+    model = model_for(processor, "t5", seed=4).train()
+    inputs = processor(images=image, text=[prompt])
+    target = processor.tokenizer("red car", add_special_tokens=False)["input_ids"] + [processor.tokenizer.eos_token_id]
+    optimizer = torch.optim.Adam(model.language_model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = model(**inputs, labels=torch.tensor([target])).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def test_t5_eos_decides_between_a_prefix_and_the_answer(processor):
+    """Without eos "red" (a prefix of "red car") can never score lower than "red car"; with T5's </s>, as LAVIS
+    scores it, a model that answers "red car" ranks it first."""
+    image, prompt = images(1, seed=7), "What is in the picture? Answer:"
+    red = processor.tokenizer("red", add_special_tokens=False)["input_ids"]
+    assert processor.tokenizer("red car", add_special_tokens=False)["input_ids"][: len(red)] == red  # a prefix
+    model = _answer_red_car(processor, image, prompt)
+    candidates = [["red", "red car"]]
+    assert rank_candidates(model, processor, image, [prompt], candidates).predictions == [1]
+    assert rank_candidates(model, processor, image, [prompt], candidates, append_eos=False).predictions == [0]
+    assert rank_candidates_naive(model, processor, image, [prompt], candidates).predictions == [1]
+
+
 def test_padding_does_not_change_scores(model, processor):
     """A sample ranked in a padded batch scores what it scores alone."""
     together = rank_candidates(model, processor, images(3), PROMPTS, CANDIDATES, batch_size=3)
@@ -108,7 +146,7 @@ def test_score_is_summed_token_log_likelihood(model, processor):
             decoder_input_ids = torch.tensor([[start, *target[:-1]]])
             logits = model(**inputs, decoder_input_ids=decoder_input_ids).logits[0]
             expected = sum(logits[t].log_softmax(-1)[token] for t, token in enumerate(target))
-    result = rank_candidates(model, processor, image, [prompt], [[candidate, "dog"]])
+    result = rank_candidates(model, processor, image, [prompt], [[candidate, "dog"]], append_eos=False)
     assert result.scores[0][0] == pytest.approx(float(expected), abs=ATOL)
     assert result.num_tokens[0] == [len(target), 1]
     assert result.mean_scores[0][0] == pytest.approx(float(expected) / len(target), abs=ATOL)
@@ -146,6 +184,8 @@ def test_verbalisers(model, processor):
         assert result.log_odds[i] == pytest.approx(log_odds, abs=1e-6)
         assert result.probabilities[i] == pytest.approx(1 / (1 + math.exp(-log_odds)), abs=1e-6)
         assert result.labels[i] == int(log_odds >= 0)
+        assert result.positive_scores[i] == pytest.approx(math.log(sum(map(math.exp, pos))), abs=1e-6)
+        assert result.negative_scores[i] == pytest.approx(math.log(sum(map(math.exp, neg))), abs=1e-6)
     best = score_verbalisers(model, processor, images(3), PROMPTS, (["yes", "true"], ["no"]), reduce="max")
     for i, scores in enumerate(best.ranking.scores):
         assert best.log_odds[i] == pytest.approx(max(scores[:2]) - scores[2], abs=1e-6)

@@ -4,10 +4,18 @@ For every requested dataset (a name from the 26-dataset registry, a built-in syn
 `datasets.Dataset` in the unified schema):
 
 * **generate** (captioning, open-ended VQA): batched beam search with the paper's settings (LAVIS defaults:
-  5 beams; captioning max 80 / min 10 new tokens; short-answer VQA max 10 with length penalty -1; otherwise max 256,
-  min 1, repetition penalty 1.5), all overridable; answers are stripped (the metrics normalise them);
+  5 beams; captioning max 80 / min 10 new tokens; short-answer VQA max 10 with length penalty -1 for T5 and 0 for
+  causal LLMs, as ``blip2_t5_instruct.py`` / ``blip2_vicuna_instruct.py``; otherwise max 256, min 1, repetition
+  penalty 1.5), all overridable; answers are stripped (the metrics normalise them). As in LAVIS, the LLM gets the
+  prompt as embeddings only (``model.generate(..., penalize_prompt=False)``), so the repetition penalty counts
+  generated tokens only, never the question's words or OCR tokens;
 * **rank** (multiple choice, classification, binary, dialog, video QA): every candidate scored by its summed
-  log-likelihood (`ranking.rank_candidates`), the best one is the prediction;
+  log-likelihood (`ranking.rank_candidates`; T5 candidates end with ``</s>``, causal ones do not, as in LAVIS), the
+  best one is the prediction. Binary tasks (every sample's candidates are a yes/no or true/false pair, e.g. VSR and
+  HatefulMemes) rank the paper's verbaliser sets instead (`ranking.score_verbalisers`: positive yes/true against
+  negative no/false); the class of the best-ranked word wins (``reduce="max"``: vocabulary ranking over the four
+  words; the paper does not say how a class's words combine), and the class scores are the candidates' scores
+  (ROC-AUC uses them);
 
 then its metric (VQA accuracy, CIDEr, accuracy, ROC-AUC, MRR). `write_results` stores ``results.json`` and a
 markdown table in the layout of the paper's Table 1 (held-out datasets in the paper's order, then the rest).
@@ -20,7 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import torch
@@ -29,7 +37,7 @@ from tqdm.auto import tqdm
 from ..data.registry import REGISTRY, load_instruction_dataset
 from ..data.schema import BadSampleError
 from ..data.synthetic import SYNTHETIC_HELD_IN, SYNTHETIC_HELD_OUT, synthetic_dataset
-from .ranking import rank_candidates
+from .ranking import VERBALISERS, rank_candidates, score_verbalisers
 from .scoring import score_predictions
 
 __all__ = [
@@ -66,13 +74,14 @@ _GENERATE_DEFAULT: dict[str, Any] = {
     "repetition_penalty": 1.5,
     "length_penalty": 1.0,
 }
-_GENERATE_BY_FAMILY: dict[str, dict[str, Any]] = {
-    "captioning": {"num_beams": 5, "max_new_tokens": 80, "min_new_tokens": 10},
-    "short_vqa": {"num_beams": 5, "max_new_tokens": 10, "min_new_tokens": 1, "length_penalty": -1.0},
-    "knowledge_vqa": {"num_beams": 5, "max_new_tokens": 10, "min_new_tokens": 1, "length_penalty": -1.0},
-    "ocr_vqa": {"num_beams": 5, "max_new_tokens": 10, "min_new_tokens": 1, "length_penalty": -1.0},
-    "video_qa": {"num_beams": 5, "max_new_tokens": 10, "min_new_tokens": 1, "length_penalty": -1.0},
-}
+_GENERATE_CAPTIONING: dict[str, Any] = {"num_beams": 5, "max_new_tokens": 80, "min_new_tokens": 10}
+_GENERATE_SHORT_ANSWER: dict[str, Any] = {"num_beams": 5, "max_new_tokens": 10, "min_new_tokens": 1}
+_SHORT_ANSWER_FAMILIES = frozenset({"short_vqa", "knowledge_vqa", "ocr_vqa", "video_qa"})
+# Short-answer VQA's length penalty differs by LLM in LAVIS: -1 in `blip2_t5_instruct.py`'s `predict_answers`
+# (favours short beams), 0 in `blip2_vicuna_instruct.py`'s (summed log-probabilities, no length normalisation).
+_SHORT_ANSWER_LENGTH_PENALTY = {True: -1.0, False: 0.0}  # encoder_decoder -> length_penalty
+# Binary tasks: the verbaliser words' log-likelihoods combine by max, i.e. the best-ranked word's class wins.
+_VERBALISER_REDUCE: Literal["logsumexp", "max"] = "max"
 # Synthetic tasks: short answers, exact-match accuracy; held-out ones are ranked over their candidates.
 _SYNTHETIC_METRIC = {"synthetic_captioning": "cider"}
 
@@ -100,9 +109,22 @@ def _task_for(name: str, sample: Mapping[str, Any]) -> EvalTask:
     return EvalTask(name, family, metric, "rank" if ranked else "generate", bool(sample["held_out"]))
 
 
-def generation_settings(task_family: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The paper's generation settings for a task family, with ``overrides`` applied."""
-    settings = {**_GENERATE_DEFAULT, **_GENERATE_BY_FAMILY.get(task_family, {})}
+def generation_settings(
+    task_family: str, overrides: Mapping[str, Any] | None = None, *, encoder_decoder: bool
+) -> dict[str, Any]:
+    """The paper's (LAVIS') generation settings for a task family and LLM type, with ``overrides`` applied.
+
+    Args:
+        task_family: The dataset's task family (`schema.TASK_FAMILIES`).
+        overrides: Settings that replace the paper's (any keyword of `generate`).
+        encoder_decoder: True for encoder-decoder LLMs (FlanT5), False for causal ones (Vicuna, ...): short-answer
+            VQA uses length penalty -1 for the former and 0 for the latter, as LAVIS does.
+    """
+    settings = dict(_GENERATE_DEFAULT)
+    if task_family == "captioning":
+        settings.update(_GENERATE_CAPTIONING)
+    elif task_family in _SHORT_ANSWER_FAMILIES:
+        settings.update(_GENERATE_SHORT_ANSWER, length_penalty=_SHORT_ANSWER_LENGTH_PENALTY[encoder_decoder])
     settings.update(overrides or {})
     settings.setdefault("do_sample", False)
     if settings.get("num_beams") == 1 and "length_penalty" not in (overrides or {}):
@@ -119,7 +141,8 @@ def _batches(dataset: datasets.Dataset, batch_size: int):
 def _generate(
     model, processor, dataset: datasets.Dataset, task: EvalTask, batch_size: int, overrides, bar
 ) -> list[str]:
-    settings = generation_settings(task.task_family, overrides)
+    encoder_decoder = not model.config.use_decoder_only_language_model
+    settings = generation_settings(task.task_family, overrides, encoder_decoder=encoder_decoder)
     predictions: list[str] = []
     for _, batch in _batches(dataset, batch_size):
         inputs = processor(
@@ -129,7 +152,8 @@ def _generate(
             padding_side="left",
         )
         inputs["qformer_input_ids"], inputs["qformer_attention_mask"] = _qformer(processor, batch)
-        generated = model.generate(**inputs, **settings)
+        # LAVIS: the LLM gets the prompt as embeddings only, so the repetition penalty spares the prompt's tokens
+        generated = model.generate(**inputs, **settings, penalize_prompt=False)
         predictions.extend(processor.decode_generated(generated, inputs["input_ids"]))
         bar.update(len(batch["instruction"]))
     return predictions
@@ -141,28 +165,58 @@ def _qformer(processor, batch: Mapping[str, list]) -> tuple[torch.Tensor, torch.
     return torch.tensor(encoded["qformer_input_ids"]), torch.tensor(encoded["qformer_attention_mask"])
 
 
+def _verbaliser_sides(candidates: Sequence[Sequence[str]]) -> list[list[bool]] | None:
+    """Per sample, per candidate: whether it is the positive class, if every sample's candidates are one positive
+    and one negative verbaliser word (yes/no, true/false, in any order and case); else ``None`` (not binary)."""
+    positive, negative = ({word.lower() for word in side} for side in VERBALISERS["binary"])
+    sides = []
+    for sample in candidates:
+        words = [candidate.strip().lower() for candidate in sample]
+        if len(words) != 2 or not all(word in positive | negative for word in words):
+            return None
+        is_positive = [word in positive for word in words]
+        if is_positive[0] == is_positive[1]:
+            return None
+        sides.append(is_positive)
+    return sides
+
+
+def _check_candidates(task: EvalTask, start: int, batch: Mapping[str, list]) -> None:
+    for offset, candidates in enumerate(batch["candidates"]):  # checked here so errors give dataset indices
+        if not candidates:
+            raise ValueError(f"dataset {task.name!r}, sample {start + offset}: the candidate list is empty.")
+        if not all(candidate.strip() for candidate in candidates):
+            raise ValueError(f"dataset {task.name!r}, sample {start + offset}: a candidate is empty.")
+
+
 @torch.no_grad()
 def _rank(model, processor, dataset: datasets.Dataset, task: EvalTask, batch_size: int, bar) -> tuple[list, list]:
+    """Per sample: (the candidates' scores, the index of the prediction)."""
+    sides = _verbaliser_sides(dataset["candidates"])
     scores: list[list[float]] = []
     predictions: list[int] = []
     for start, batch in _batches(dataset, batch_size):
-        for offset, candidates in enumerate(batch["candidates"]):  # checked here so errors give dataset indices
-            if not candidates:
-                raise ValueError(f"dataset {task.name!r}, sample {start + offset}: the candidate list is empty.")
-            if not all(candidate.strip() for candidate in candidates):
-                raise ValueError(f"dataset {task.name!r}, sample {start + offset}: a candidate is empty.")
-        result = rank_candidates(
-            model,
-            processor,
-            [list(images) for images in batch["images"]],
-            list(batch["instruction"]),
-            list(batch["candidates"]),
-            qformer_prompts=list(batch["qformer_text"]),
-            batch_size=batch_size,
-            dataset=task.name,
-        )
-        scores.extend(result.scores)
-        predictions.extend(result.predictions)
+        _check_candidates(task, start, batch)
+        common: dict[str, Any] = {
+            "qformer_prompts": list(batch["qformer_text"]),
+            "batch_size": batch_size,
+            "dataset": task.name,
+        }
+        images = [list(images) for images in batch["images"]]
+        if sides is None:
+            result = rank_candidates(
+                model, processor, images, list(batch["instruction"]), batch["candidates"], **common
+            )
+            scores.extend(result.scores)
+            predictions.extend(result.predictions)
+        else:
+            binary = score_verbalisers(
+                model, processor, images, list(batch["instruction"]), "binary", reduce=_VERBALISER_REDUCE, **common
+            )
+            for i, label in enumerate(binary.labels):
+                side = sides[start + i]  # a candidate's score is its class's score
+                scores.append([binary.positive_scores[i] if p else binary.negative_scores[i] for p in side])
+                predictions.append(side.index(bool(label)))
         bar.update(len(batch["instruction"]))
     return scores, predictions
 

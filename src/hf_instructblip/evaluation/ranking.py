@@ -10,9 +10,11 @@ How a candidate is tokenised, so that the scores mean what training optimised (`
 * the candidate is tokenised on its own, ``add_special_tokens=False`` and *no* leading space, and its ids follow the
   prompt's ids directly (the prompt is tokenised by the processor, special tokens included), exactly like a
   training target;
-* nothing is appended by default: the score is the likelihood of the answer's tokens, as in the paper. Training
-  targets end with eos, so ``append_eos=True`` scores "the answer, and then it stops" instead; use it when a
-  candidate can be a prefix of another ("red" vs "red car"): without eos the prefix never scores lower.
+* the LLM's eos follows the candidate for encoder-decoder LLMs (T5) and not for causal LLMs, as in LAVIS:
+  ``blip2_t5_instruct.py``'s ``_predict_class`` tokenises the candidates with the T5 tokenizer's ``</s>``,
+  ``blip2_vicuna_instruct.py``'s without eos (``append_eos=None``, the default). With eos a score means "the answer,
+  and then it stops", what training targets (which end with eos) teach; without it a candidate that is a prefix of
+  another ("red" vs "red car") never scores lower than the longer one. ``append_eos=True``/``False`` forces either.
 
 Two implementations, which give the same scores (``tests/evaluation/test_ranking.py``):
 
@@ -91,7 +93,9 @@ class VerbaliserResult:
     """Binary decisions from verbaliser scores (see `score_verbalisers`).
 
     Args:
-        log_odds: Per sample, ``score(positive words) - score(negative words)``. Monotone in ``probabilities`` and
+        positive_scores: Per sample, the positive class's score: its words' log-likelihoods combined (``reduce``).
+        negative_scores: Per sample, the negative class's score.
+        log_odds: Per sample, ``positive_scores - negative_scores``. Monotone in ``probabilities`` and
             free of their saturation near 0 and 1: the best input for ROC-AUC (HatefulMemes).
         probabilities: Per sample, ``sigmoid(log_odds)``: the probability of the positive class when the model has
             to choose between the positive and the negative words.
@@ -99,6 +103,8 @@ class VerbaliserResult:
         ranking: The underlying ranking; candidates are the positive words, then the negative ones.
     """
 
+    positive_scores: list[float]
+    negative_scores: list[float]
     log_odds: list[float]
     probabilities: list[float]
     labels: list[int]
@@ -145,14 +151,24 @@ def _check_inputs(
                 )
 
 
+def _lavis_appends_eos(model: Any) -> bool:
+    """Whether LAVIS scores this model's candidates with eos: encoder-decoder (T5) yes, causal (Vicuna) no."""
+    return not model.config.use_decoder_only_language_model
+
+
 def _tokenise_candidates(
-    processor: Any, candidates: Sequence[Sequence[str]], append_eos: bool, dataset: str | None
+    model: Any, processor: Any, candidates: Sequence[Sequence[str]], append_eos: bool | None, dataset: str | None
 ) -> list[list[list[int]]]:
     """Candidate token ids per sample, tokenised like a training target (see the module docstring)."""
+    if append_eos is None:
+        append_eos = _lavis_appends_eos(model)
     tokenizer = processor.tokenizer
     eos = tokenizer.eos_token_id
     if append_eos and eos is None:
-        raise ValueError("append_eos=True but the LLM tokenizer has no eos token.")
+        raise ValueError(
+            "Candidates are scored with eos (append_eos=True, or the default for encoder-decoder LLMs) but the LLM "
+            "tokenizer has no eos token; set tokenizer.eos_token or pass append_eos=False."
+        )
     # Tokenise every distinct string once: candidate lists repeat a lot (yes/no, A/B/C/D).
     unique = sorted({c for sample in candidates for c in sample})
     ids = dict(zip(unique, tokenizer(unique, add_special_tokens=False)["input_ids"])) if unique else {}
@@ -337,7 +353,7 @@ def rank_candidates(
     qformer_prompts: Sequence[str] | None = None,
     batch_size: int = 8,
     candidate_batch_size: int = 64,
-    append_eos: bool = False,
+    append_eos: bool | None = None,
     dataset: str | None = None,
 ) -> RankingResult:
     r"""Score every candidate answer of every sample by its log-likelihood; the best one is the prediction.
@@ -355,7 +371,8 @@ def rank_candidates(
         qformer_prompts: Other Q-Former texts, one per sample (as ``qformer_text`` in training).
         batch_size: Samples whose image and prompt are encoded together.
         candidate_batch_size: (sample, candidate) pairs scored in one LLM forward.
-        append_eos: Score the LLM's eos after each candidate too (see the module docstring).
+        append_eos: Score the LLM's eos after each candidate too. ``None`` (default): as LAVIS does, i.e. for
+            encoder-decoder LLMs (T5) only (see the module docstring).
         dataset: Named in error messages.
 
     Returns:
@@ -374,7 +391,7 @@ def rank_candidates(
             f"batch_size and candidate_batch_size must be >= 1, got {batch_size} and {candidate_batch_size}."
         )
     _check_inputs(images, prompts, candidates, qformer_prompts, dataset)
-    tokens = _tokenise_candidates(processor, candidates, append_eos, dataset)
+    tokens = _tokenise_candidates(model, processor, candidates, append_eos, dataset)
     scores: list[list[float]] = [[math.nan] * len(sample) for sample in tokens]
     with _inference(model):
         for start in range(0, len(tokens), batch_size):
@@ -400,7 +417,7 @@ def rank_candidates_naive(
     candidates: Sequence[Sequence[str]],
     *,
     qformer_prompts: Sequence[str] | None = None,
-    append_eos: bool = False,
+    append_eos: bool | None = None,
     dataset: str | None = None,
 ) -> RankingResult:
     """The reference for `rank_candidates`: one full model forward per (sample, candidate), nothing reused.
@@ -410,7 +427,7 @@ def rank_candidates_naive(
     arguments mean the same as in `rank_candidates`.
     """
     _check_inputs(images, prompts, candidates, qformer_prompts, dataset)
-    tokens = _tokenise_candidates(processor, candidates, append_eos, dataset)
+    tokens = _tokenise_candidates(model, processor, candidates, append_eos, dataset)
     decoder_only = model.config.use_decoder_only_language_model
     device = model.device
     vision_dtype = next(model.vision_model.parameters()).dtype
@@ -483,8 +500,12 @@ def score_verbalisers(
     ranking = rank_candidates(model, processor, images, prompts, [words] * len(prompts), **kwargs)
     combine = torch.logsumexp if reduce == "logsumexp" else torch.amax
     scores = torch.tensor(ranking.scores, dtype=torch.float64)  # (N, |pos| + |neg|)
-    log_odds = combine(scores[:, : len(positive)], dim=1) - combine(scores[:, len(positive) :], dim=1)  # (N,)
+    positive_scores = combine(scores[:, : len(positive)], dim=1)  # (N,)
+    negative_scores = combine(scores[:, len(positive) :], dim=1)  # (N,)
+    log_odds = positive_scores - negative_scores
     return VerbaliserResult(
+        positive_scores=positive_scores.tolist(),
+        negative_scores=negative_scores.tolist(),
         log_odds=log_odds.tolist(),
         probabilities=torch.sigmoid(log_odds).tolist(),
         labels=(log_odds >= 0).long().tolist(),
