@@ -279,6 +279,7 @@ def _instruction(
         options=choices,
         context=context,
         ocr_tokens=ocr,
+        extra_templates=options.extra_templates,
     )
     return instruction, qformer_instruction(instruction, ocr)
 

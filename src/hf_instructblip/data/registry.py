@@ -140,6 +140,7 @@ def convert_rows(
     image_root: str | os.PathLike | None = None,
     image_lookup: Mapping[Any, Any] | Callable[[Any], Any] | None = None,
     answer_candidates: Sequence[str] | None = None,
+    extra_templates: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Convert source rows of ``spec``'s dataset into unified samples (several per row where a row holds several).
 
@@ -151,7 +152,7 @@ def convert_rows(
         on_bad_sample: ``"raise"``: the first bad row raises `BadSampleError` naming dataset and row;
             ``"skip"``: bad rows are dropped and counted in ``report`` (logged when ``report`` is None).
         report: Collects skipped rows.
-        image_root, image_lookup, answer_candidates: See [`ConvertOptions`].
+        image_root, image_lookup, answer_candidates, extra_templates: See [`ConvertOptions`].
 
     Yields:
         Validated samples with the keys of `schema.INSTRUCTION_FEATURES`.
@@ -162,6 +163,7 @@ def convert_rows(
         image_root=image_root,
         image_lookup=image_lookup,
         answer_candidates=tuple(answer_candidates) if answer_candidates is not None else None,
+        extra_templates=extra_templates,
     )
     for index, row in enumerate(rows):
         yield from _convert_row(row, index, spec, options, on_bad_sample, report)
@@ -210,6 +212,7 @@ def convert_dataset(
     image_root: str | os.PathLike | None = None,
     image_lookup: Mapping[Any, Any] | Callable[[Any], Any] | None = None,
     answer_candidates: Sequence[str] | None = None,
+    extra_templates: bool = False,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Convert a ``datasets.Dataset`` (or ``IterableDataset``) in a registered dataset's schema.
 
@@ -224,6 +227,7 @@ def convert_dataset(
         image_root=image_root,
         image_lookup=image_lookup,
         answer_candidates=tuple(answer_candidates) if answer_candidates is not None else None,
+        extra_templates=extra_templates,
     )
     source = _undecoded(source)
     if isinstance(source, datasets.IterableDataset):
@@ -310,6 +314,7 @@ def load_instruction_dataset(
     image_root: str | os.PathLike | None = None,
     image_lookup: Mapping[Any, Any] | Callable[[Any], Any] | None = None,
     answer_candidates: Sequence[str] | None = None,
+    extra_templates: bool = False,
     **load_kwargs: Any,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Load a registered dataset through ``datasets.load_dataset`` and convert it to the unified schema.
@@ -325,6 +330,8 @@ def load_instruction_dataset(
         image_root: Prefix for relative image paths (overrides the spec's, e.g. a local COCO directory).
         image_lookup: Image id -> image, for datasets that reference images by id (GQA).
         answer_candidates: Candidates stored in every sample (answer vocabulary for ranking video QA).
+        extra_templates: Sample training instructions from our extra templates too (`templates.EXTRA_TEMPLATES`);
+            by default only the family's default ones (the paper's, where it publishes them).
         **load_kwargs: Passed to ``datasets.load_dataset``. With ``data_files`` (or ``path=<builder>``) the local
             files are read with the ``json`` / ``csv`` / ``parquet`` builder (or the one given) instead of the Hub
             id; a dict ``data_files`` must contain ``split``.
@@ -356,4 +363,5 @@ def load_instruction_dataset(
         image_root=image_root,
         image_lookup=image_lookup,
         answer_candidates=answer_candidates,
+        extra_templates=extra_templates,
     )

@@ -45,6 +45,8 @@ class ConvertOptions:
             (path, URL, bytes, PIL image or ``{"bytes", "path"}`` dict).
         answer_candidates: Candidates to store in every sample (e.g. the answer vocabulary for ranking MSVD-QA /
             MSRVTT-QA); overrides what the row or spec provides.
+        extra_templates: Sample from our `templates.EXTRA_TEMPLATES` too, not only the family's default templates
+            (the paper's, where it publishes them).
     """
 
     seed: int = 0
@@ -52,6 +54,7 @@ class ConvertOptions:
     image_root: str | os.PathLike | None = None
     image_lookup: Mapping[Any, Any] | Callable[[Any], Any] | None = None
     answer_candidates: tuple[str, ...] | None = None
+    extra_templates: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,22 @@
 """Instruction templates for every task family of InstructBLIP, and seeded per-example sampling.
 
-What it holds: `TEMPLATES`, 10-15 natural-language templates per task family of `schema.TASK_FAMILIES`, written as
-plain data at the top of this module (one block per family). It contains, verbatim, every template the paper
-publishes (arXiv 2305.06500 appendix, instruction template table: 13 captioning, 10 VQA, 6 question generation;
-the paper's ``{Question}``/``{Answer}`` are written ``{question}``/``{answer}`` here) and the video-QA zero-shot
-prompt ``Question: {question} Short answer:``.
+What it holds: `TEMPLATES`, the templates each task family of `schema.TASK_FAMILIES` samples from by default, written
+as plain data at the top of this module (one block per family; the paper's ``{Question}``/``{Answer}`` are written
+``{question}``/``{answer}`` here):
+
+* where the paper publishes its templates (arXiv 2305.06500 appendix, instruction template table), exactly those,
+  verbatim: the 13 captioning templates; the 10 VQA templates, shared by the held-in VQA datasets (VQAv2, OKVQA,
+  OCR-VQA: families ``short_vqa``, ``knowledge_vqa``, ``ocr_vqa``); the 6 question-generation templates, the sixth
+  with the paper's typo ("generate an question") kept, so that the training text is the paper's;
+* LLaVA-Instruct-150K (``free_form``): the user turn as it is, the single template ``{question}`` (arXiv
+  2305.06500 §2.1: no additional templates, the data is already instructions; LAVIS feeds the turns unchanged);
+* the families for which the paper publishes none (multiple choice, binary, classification, video QA, visual
+  dialog): 10-15 of ours in the paper's style; video QA's second is the paper's zero-shot prompt
+  ``Question: {question} Short answer:``.
+
+`EXTRA_TEMPLATES` holds more wordings of ours for the VQA, question-generation and free-form families. They are
+used only when asked for (``extra_templates=True`` in `sample_template` / `render_instruction`, and in the data
+loaders that call them), and are then drawn together with the defaults.
 
 Placeholder contract (`TEMPLATE_FIELDS`); every template of a family uses exactly its family's fields, so whether a
 row renders never depends on which template the seed picks:
@@ -25,9 +37,11 @@ converter may pass the same keyword arguments for every family.
 
 Short-answer bias (arXiv 2305.06500 §2.1): the families in `SHORT_ANSWER_FAMILIES` mix templates that ask for a
 short answer ("short", "briefly", "a few words", "no more than three words", "one word") with templates that do not,
-so the model ties brevity to the instruction instead of always answering briefly. Each block says which are which.
-Captioning is not in that set (its evaluation generates up to 80 tokens), but the paper's own captioning templates
-already mix "short"/"briefly" wordings with plain ones.
+so the model ties brevity to the instruction instead of always answering briefly. The paper's 10 VQA templates
+already do: 3, 5, 6, 7, 8 and 10 ask for a short answer, 1, 2, 4 and 9 do not; our families and the extra
+templates keep such a mix too. Each block says which are which. Captioning is not in that set (its evaluation
+generates up to 80 tokens), but the paper's own captioning templates already mix "short"/"briefly" wordings with
+plain ones.
 
 OCR tokens (arXiv 2305.06500 §2.1: "OCR tokens are added to the instruction after the phrase 'OCR tokens:'"): the
 paper's template table says the phrase comes right after the image query embeddings, i.e. *before* the templated
@@ -37,9 +51,10 @@ which also keeps the answer cue ("Short answer:") next to the response. LAVIS ne
 reads the instruction without the OCR block (`qformer_instruction`): this project's choice (the paper is silent), so
 its 128 tokens, truncated from the left, carry the task rather than a long token list.
 
-Sampling: `sample_template` picks ``TEMPLATES[family][k]`` with ``k = blake2b(f"{seed}/{index}") mod n``, a pure
-function of ``(seed, index)``: uniform over the family's templates, independent of call order, worker count and
-process, and stable across Python and NumPy versions (a `numpy.random.Generator` stream is not promised to be).
+Sampling: `sample_template` picks ``pool[k]`` with ``k = blake2b(f"{seed}/{index}") mod len(pool)``, where ``pool``
+is ``TEMPLATES[family]`` (followed by ``EXTRA_TEMPLATES[family]`` with ``extra_templates=True``): a pure function of
+``(seed, index)``, uniform over the pool, independent of call order, worker count and process, and stable across
+Python and NumPy versions (a `numpy.random.Generator` stream is not promised to be).
 
 Example:
 
@@ -60,6 +75,7 @@ import string
 from collections.abc import Sequence
 
 __all__ = [
+    "EXTRA_TEMPLATES",
     "SHORT_ANSWER_FAMILIES",
     "TEMPLATES",
     "TEMPLATE_FIELDS",
@@ -68,6 +84,7 @@ __all__ = [
     "qformer_instruction",
     "render_instruction",
     "sample_template",
+    "template_pool",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -92,9 +109,10 @@ _CAPTIONING = (
     "Use a few words to illustrate what is happening in the picture.",
 )
 
-# VQAv2, VizWiz, and visual reasoning (GQA). The paper's 10 VQA templates (1-10) verbatim, plus 2 plain ones.
-# Short: 3, 5, 6, 7, 8, 10; plain: 1, 2, 4, 9, 11, 12.
-_SHORT_VQA = (
+# The paper's 10 VQA templates, verbatim: every held-in VQA dataset (VQAv2, OKVQA, OCR-VQA) samples from these, and so
+# do the held-out VQA datasets (GQA, VizWiz, TextVQA) when trained on.
+# Short: 3, 5, 6, 7, 8, 10; plain: 1, 2, 4, 9.
+_PAPER_VQA = (
     "{question}",
     "Question: {question}",
     "{question} A short answer to the question is",
@@ -105,61 +123,17 @@ _SHORT_VQA = (
     "Use the provided image to answer the question: {question} Provide your answer as short as possible:",
     'What is the answer to the following question? "{question}"',
     'The question "{question}" can be answered using the image. A short answer is',
-    "Look at the image and answer the question: {question}",
-    "Answer the following question about the image. {question} Answer:",
 )
 
-# OKVQA, A-OKVQA (open-ended), ScienceQA-style questions that need knowledge beyond the pixels.
-# Short: 3, 7, 8, 9, 10, 11; plain: 1, 2, 4, 5, 6, 12.
-_KNOWLEDGE_VQA = (
-    "{question}",
-    "Question: {question} Answer:",
-    "Question: {question} Short answer:",
-    "Q: {question} A:",
-    "Using the image and your general knowledge, answer the question: {question}",
-    "Answer the following question, which may need knowledge beyond what the image shows: {question}",
-    "Based on the image and what you know about the world, respond to this question with a short answer: {question}. "
-    "Answer:",
-    "Combine what you see in the picture with common sense to answer: {question} Answer briefly:",
-    'The question "{question}" needs both the image and outside knowledge. A short answer is',
-    'What is the answer to the following question about the image? "{question}" Answer in a few words.',
-    "Use the image and your knowledge of the world to answer the question: {question} "
-    "Provide your answer as short as possible:",
-    "Think about the image and the facts that relate to it, then answer: {question}",
-)
-
-# OCR-VQA, TextVQA: the answer is usually text written in the image (OCR tokens, when given, precede these).
-# Short: 3, 6, 7, 9, 10, 11; plain: 1, 2, 4, 5, 8, 12.
-_OCR_VQA = (
-    "{question}",
-    "Question: {question} Answer:",
-    "Question: {question} Short answer:",
-    "Read the text in the image to answer the question: {question}",
-    "The answer may be written in the image. {question}",
-    "Based on the text in the image, respond to this question with a short answer: {question}. Answer:",
-    "Look at the words and numbers in the picture and answer: {question} Answer in a few words:",
-    "Q: {question} A:",
-    "Use the text visible in the image to answer the question: {question} Provide your answer as short as possible:",
-    'The question "{question}" can be answered by reading the image. A short answer is',
-    "Given the image, answer the following question with no more than three words, using any text it contains. "
-    "{question}",
-    "Answer the following question using the text shown in the image: {question}",
-)
-
-# VQG versions of VQAv2, OKVQA, A-OKVQA. The paper's 6 templates (1-6) verbatim, plus 6 in the same style.
+# VQG versions of VQAv2, OKVQA, A-OKVQA. The paper's 6 templates, verbatim, typo included: the sixth reads
+# "generate an question" in the paper's template table.
 _QUESTION_GENERATION = (
     "Given the image, generate a question whose answer is: {answer}. Question:",
     "Based on the image, provide a question with the answer: {answer}. Question:",
     'Given the visual representation, create a question for which the answer is "{answer}".',
     "From the image provided, craft a question that leads to the reply: {answer}. Question:",
     "Considering the picture, come up with a question where the answer is: {answer}.",
-    "Taking the image into account, generate a question that has the answer: {answer}. Question:",
-    'Write a question about the image whose answer is "{answer}".',
-    "Look at the image and ask a question that can be answered with: {answer}. Question:",
-    "Generate a question about this picture. The answer to your question should be: {answer}. Question:",
-    "Answer: {answer}. What question about the image has this answer? Question:",
-    'Using the photo, formulate a question to which the correct reply is "{answer}".',
-    "Pose a question about the scene in the image that is answered by: {answer}. Question:",
+    "Taking the image into account, generate an question that has the answer: {answer}. Question:",
 )
 
 # A-OKVQA (multiple choice), ScienceQA, IconQA. The target is the text of the right option, not its letter.
@@ -248,10 +222,60 @@ _VISUAL_DIALOG = (
     "Earlier questions and answers: {context} Taking them into account, respond to: {question}",
 )
 
-# LLaVA-Instruct-150K (detailed description, complex reasoning, conversation): the user turn is already an
-# instruction, so these are light wrappers that neither ask for brevity nor for detail.
-_FREE_FORM = (
+# LLaVA-Instruct-150K (detailed description, complex reasoning, conversation): the user turn as it is, no template
+# (arXiv 2305.06500 §2.1: it "is naturally structured in the instruction format").
+_FREE_FORM = ("{question}",)
+
+# ----- extra templates (ours), only with extra_templates=True; drawn together with the family's defaults -----------
+
+# VQAv2, VizWiz, GQA: 2 plain wordings (the paper's 10 hold 6 short ones).
+_EXTRA_SHORT_VQA = (
+    "Look at the image and answer the question: {question}",
+    "Answer the following question about the image. {question} Answer:",
+)
+
+# OKVQA, A-OKVQA (open-ended): questions that need knowledge beyond the pixels. Short: 3, 4, 5, 6, 7; plain: 1, 2,
+# 8, 9.
+_EXTRA_KNOWLEDGE_VQA = (
+    "Question: {question} Answer:",
+    "Using the image and your general knowledge, answer the question: {question}",
+    "Based on the image and what you know about the world, respond to this question with a short answer: {question}. "
+    "Answer:",
+    "Combine what you see in the picture with common sense to answer: {question} Answer briefly:",
+    'The question "{question}" needs both the image and outside knowledge. A short answer is',
+    'What is the answer to the following question about the image? "{question}" Answer in a few words.',
+    "Use the image and your knowledge of the world to answer the question: {question} "
+    "Provide your answer as short as possible:",
+    "Answer the following question, which may need knowledge beyond what the image shows: {question}",
+    "Think about the image and the facts that relate to it, then answer: {question}",
+)
+
+# OCR-VQA, TextVQA: the answer is usually text written in the image. Short: 4, 5, 6, 7, 8; plain: 1, 2, 3, 9.
+_EXTRA_OCR_VQA = (
+    "Question: {question} Answer:",
+    "Read the text in the image to answer the question: {question}",
+    "The answer may be written in the image. {question}",
+    "Based on the text in the image, respond to this question with a short answer: {question}. Answer:",
+    "Look at the words and numbers in the picture and answer: {question} Answer in a few words:",
+    "Use the text visible in the image to answer the question: {question} Provide your answer as short as possible:",
+    'The question "{question}" can be answered by reading the image. A short answer is',
+    "Given the image, answer the following question with no more than three words, using any text it contains. "
     "{question}",
+    "Answer the following question using the text shown in the image: {question}",
+)
+
+# Question generation: 6 more in the style of the paper's.
+_EXTRA_QUESTION_GENERATION = (
+    'Write a question about the image whose answer is "{answer}".',
+    "Look at the image and ask a question that can be answered with: {answer}. Question:",
+    "Generate a question about this picture. The answer to your question should be: {answer}. Question:",
+    "Answer: {answer}. What question about the image has this answer? Question:",
+    'Using the photo, formulate a question to which the correct reply is "{answer}".',
+    "Pose a question about the scene in the image that is answered by: {answer}. Question:",
+)
+
+# LLaVA-Instruct: light wrappers that neither ask for brevity nor for detail.
+_EXTRA_FREE_FORM = (
     "Look at the image and respond to the following. {question}",
     "{question} Base your response on the image.",
     "User request: {question} Response:",
@@ -265,12 +289,13 @@ _FREE_FORM = (
     "Respond to the user's message about the image. User: {question} Assistant:",
 )
 
-#: Task family (every name in `schema.TASK_FAMILIES`) -> its 10-15 templates.
+#: Task family (every name in `schema.TASK_FAMILIES`) -> the templates it samples from by default (the paper's
+#: where it publishes them; see the module docstring).
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "captioning": _CAPTIONING,
-    "short_vqa": _SHORT_VQA,
-    "knowledge_vqa": _KNOWLEDGE_VQA,
-    "ocr_vqa": _OCR_VQA,
+    "short_vqa": _PAPER_VQA,
+    "knowledge_vqa": _PAPER_VQA,
+    "ocr_vqa": _PAPER_VQA,
     "question_generation": _QUESTION_GENERATION,
     "multiple_choice": _MULTIPLE_CHOICE,
     "binary": _BINARY,
@@ -278,6 +303,15 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "video_qa": _VIDEO_QA,
     "visual_dialog": _VISUAL_DIALOG,
     "free_form": _FREE_FORM,
+}
+
+#: Task family -> more templates of ours, drawn together with `TEMPLATES` only with ``extra_templates=True``.
+EXTRA_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "short_vqa": _EXTRA_SHORT_VQA,
+    "knowledge_vqa": _EXTRA_KNOWLEDGE_VQA,
+    "ocr_vqa": _EXTRA_OCR_VQA,
+    "question_generation": _EXTRA_QUESTION_GENERATION,
+    "free_form": _EXTRA_FREE_FORM,
 }
 
 #: Task family -> the placeholders its templates use (all of its templates use all of them).
@@ -303,11 +337,24 @@ _OCR_PHRASE = "OCR tokens:"
 _OCR_SEPARATOR = ". "  # between the OCR block and the instruction
 
 
-def _family_templates(family: str) -> tuple[str, ...]:
+def template_pool(family: str, *, extra_templates: bool = False) -> tuple[str, ...]:
+    """The templates `sample_template` draws from for ``family``, in order.
+
+    Args:
+        family: A task family (a key of `TEMPLATES`).
+        extra_templates: Also our `EXTRA_TEMPLATES` of the family, after its default ones.
+
+    Returns:
+        ``TEMPLATES[family]``, followed by ``EXTRA_TEMPLATES[family]`` (if any) with ``extra_templates=True``.
+
+    Raises:
+        ValueError: If ``family`` is unknown (the message lists the known families).
+    """
     try:
-        return TEMPLATES[family]
+        templates = TEMPLATES[family]
     except KeyError:
         raise ValueError(f"unknown task family {family!r}; known families: {', '.join(TEMPLATES)}") from None
+    return templates + EXTRA_TEMPLATES.get(family, ()) if extra_templates else templates
 
 
 def _placeholders(template: str) -> set[str]:
@@ -366,13 +413,15 @@ def format_ocr_tokens(tokens: Sequence[str]) -> str:
     return f"{_OCR_PHRASE} {', '.join(words)}" if words else ""
 
 
-def sample_template(family: str, seed: int, index: int) -> str:
+def sample_template(family: str, seed: int, index: int, *, extra_templates: bool = False) -> str:
     """Pick one template of ``family``, uniformly, as a pure function of ``(seed, index)``.
 
     Args:
         family: A task family (a key of `TEMPLATES`).
         seed: The run's data seed; any integer.
         index: The example's index in its dataset (or any per-example integer); any integer.
+        extra_templates: Draw from the family's default templates and our `EXTRA_TEMPLATES` (see `template_pool`);
+            by default from the defaults only (the paper's, where it publishes them).
 
     Returns:
         The template string, placeholders unfilled.
@@ -380,7 +429,7 @@ def sample_template(family: str, seed: int, index: int) -> str:
     Raises:
         ValueError: If ``family`` is unknown (the message lists the known families).
     """
-    templates = _family_templates(family)
+    templates = template_pool(family, extra_templates=extra_templates)
     key = f"{operator.index(seed)}/{operator.index(index)}".encode()
     draw = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
     return templates[draw % len(templates)]  # modulo bias n / 2**64: negligible
@@ -396,6 +445,7 @@ def render_instruction(
     options: Sequence[str] = (),
     context: str = "",
     ocr_tokens: Sequence[str] = (),
+    extra_templates: bool = False,
 ) -> str:
     """Sample a template for one example and fill it in: the text the LLM sees.
 
@@ -409,6 +459,7 @@ def render_instruction(
         context: Previous dialog rounds as text (visual_dialog).
         ocr_tokens: OCR tokens of the image. When any are given, ``"OCR tokens: a, b. "`` is put before the
             templated instruction, i.e. right after the image queries, where the paper puts it.
+        extra_templates: Sample from our `EXTRA_TEMPLATES` too (see `sample_template`).
 
     Returns:
         The instruction. Fields the family's templates do not use are ignored.
@@ -416,7 +467,7 @@ def render_instruction(
     Raises:
         ValueError: If ``family`` is unknown, or a field the sampled template needs is empty.
     """
-    template = sample_template(family, seed, index)
+    template = sample_template(family, seed, index, extra_templates=extra_templates)
     fields = {
         "question": question.strip(),
         "answer": answer.strip(),
