@@ -24,8 +24,8 @@ from transformers import (
 
 from hf_instructblip import HfInstructBlipProcessor, InstructBlipForConditionalGeneration
 from hf_instructblip.assets import SMOLLM2_GGUF_FILE, minilm_path, smollm2_dir
+from hf_instructblip.building import build_model
 from hf_instructblip.cli import main as cli_main
-from hf_instructblip.conversion import build_model
 
 TINY_VIT = {
     "model_type": "vit",

@@ -8,7 +8,7 @@ from transformers import BertConfig, BertModel
 
 from conftest import make_inputs, tiny_model
 from hf_instructblip import InstructBlipQFormerConfig, InstructBlipQFormerModel
-from hf_instructblip.conversion import qformer_config_from_bert, qformer_state_dict_from_bert
+from hf_instructblip.building import qformer_config_from_bert, qformer_state_dict_from_bert
 
 
 def _qformer(attn: str = "sdpa", seed: int = 0) -> InstructBlipQFormerModel:

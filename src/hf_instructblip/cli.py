@@ -28,7 +28,7 @@ def _vision_argument(value: str) -> str | dict:
 
 
 def _cmd_build(args: argparse.Namespace) -> None:
-    from .conversion import build_model
+    from .building import build_model
 
     built = build_model(
         _vision_argument(args.vision),

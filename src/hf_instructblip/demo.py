@@ -24,7 +24,7 @@ import datasets
 import torch
 
 from .assets import SMOLLM2_GGUF_FILE, minilm_path, smollm2_dir
-from .conversion import build_model
+from .building import build_model
 from .data.collator import InstructBlipDataCollator
 from .data.mixture import concatenate_mixture
 from .data.synthetic import SYNTHETIC_HELD_IN, synthetic_dataset, synthetic_mixture

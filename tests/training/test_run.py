@@ -20,13 +20,9 @@ from conftest import NUM_QUERY, make_processor, model_for
 from hf_instructblip.cli import main
 from hf_instructblip.data.feature_cache import MANIFEST_NAME
 from hf_instructblip.data.synthetic import synthetic_dataset
-from hf_instructblip.training.run import (
-    DataArguments,
-    ModelArguments,
-    last_complete_checkpoint,
-    parse_config,
-    run_from_config,
-)
+from hf_instructblip.training.arguments import DataArguments, ModelArguments
+from hf_instructblip.training.config import parse_config
+from hf_instructblip.training.run import last_complete_checkpoint, run_from_config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "configs"
 

@@ -1,7 +1,8 @@
 """Instruction tuning: the paper's recipe as `TrainingArguments` defaults and a `Trainer` subclass."""
 
 from ..data.feature_cache import MissingFeaturesError, VisionFeatureCache  # cached features are data; kept here too
-from .arguments import InstructBlipTrainingArguments
+from .arguments import DataArguments, InstructBlipTrainingArguments, ModelArguments
+from .config import parse_config
 from .lora import (
     LORA_TARGETS,
     InstructBlipPeftModel,
@@ -11,7 +12,7 @@ from .lora import (
     lora_config,
     lora_target_modules,
 )
-from .run import DataArguments, ModelArguments, TrainRunOutput, parse_config, run_from_config, train
+from .run import TrainRunOutput, run_from_config, train
 from .trainer import InstructBlipTrainer
 
 __all__ = [
