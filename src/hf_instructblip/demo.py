@@ -64,7 +64,7 @@ def _show(model: Any, processor: Any, shown: list[dict[str, Any]]) -> list[str]:
         padding=True,
         padding_side="left",
     )
-    qformer = processor.qformer_inputs([s["qformer_text"] for s in shown])  # without the OCR tokens
+    qformer = processor.qformer_inputs([s["qformer_text"] for s in shown])  # the instruction, as LAVIS
     inputs.update({key: torch.tensor(value) for key, value in qformer.items()})
     # min_new_tokens=1 as in the paper's evaluation settings (the harness uses them too): no empty answers
     output = model.eval().generate(**inputs, max_new_tokens=8, min_new_tokens=1, do_sample=False)

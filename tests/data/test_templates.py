@@ -14,11 +14,13 @@ from hf_instructblip.data.registry import REGISTRY, convert_rows
 from hf_instructblip.data.schema import TASK_FAMILIES
 from hf_instructblip.data.templates import (
     EXTRA_TEMPLATES,
+    MAX_OCR_TOKENS,
     SHORT_ANSWER_FAMILIES,
     TEMPLATE_FIELDS,
     TEMPLATES,
     format_ocr_tokens,
     format_options,
+    ocr_words,
     qformer_instruction,
     render_instruction,
     sample_template,
@@ -216,13 +218,13 @@ def _fixture_rows(name: str) -> list[dict]:
 
 def _templates_used(name: str, fill: str, values: list[str], seeds: int, **convert) -> list[str]:
     """Convert the dataset's fixture rows with many seeds; per sample, the one template of the pool that gives its
-    Q-Former text (the instruction without OCR tokens) for one of the rows' questions (answers)."""
+    instruction without OCR tokens for one of the rows' questions (answers)."""
     spec = REGISTRY[name]
     pool = template_pool(spec.task_family, extra_templates=convert.get("extra_templates", False))
     used = []
     for seed in range(seeds):
         for sample in convert_rows(_fixture_rows(name), spec, seed=seed, image_root=FIXTURES, **convert):
-            text = sample["qformer_text"]
+            text = qformer_instruction(sample["instruction"], sample["ocr_tokens"], include_ocr=False)
             matches = {t for t in pool for value in values if t.format(**{fill: value}) == text}
             assert len(matches) == 1, (text, matches)
             used.append(matches.pop())
@@ -363,14 +365,14 @@ def test_ocr_tokens_follow_the_phrase_before_the_instruction():
             "ocr_vqa", seed=0, index=index, question="What does the sign say?", ocr_tokens=tokens
         )
         assert text == f"OCR tokens: STOP, Main St, 30. {plain}"  # right after the image queries (paper, Table 5)
-        assert qformer_instruction(text, tokens) == plain
-        assert "OCR tokens:" not in qformer_instruction(text, tokens)
+        assert qformer_instruction(text, tokens) == text  # LAVIS: the Q-Former reads what the LLM reads
+        assert qformer_instruction(text, tokens, include_ocr=False) == plain
 
 
 def test_ocr_tokens_work_for_any_family():
     text = render_instruction("captioning", seed=0, index=1, ocr_tokens=["Coca", "Cola"])
     assert text.startswith("OCR tokens: Coca, Cola. ")
-    assert qformer_instruction(text, ["Coca", "Cola"]) == sample_template("captioning", 0, 1)
+    assert qformer_instruction(text, ["Coca", "Cola"], include_ocr=False) == sample_template("captioning", 0, 1)
 
 
 def test_no_ocr_tokens_leave_the_instruction_alone():
@@ -383,7 +385,7 @@ def test_no_ocr_tokens_leave_the_instruction_alone():
 def test_qformer_instruction_rejects_tokens_that_are_not_in_the_instruction():
     text = render_instruction("ocr_vqa", seed=0, index=0, question="What is written?", ocr_tokens=["EXIT"])
     with pytest.raises(ValueError, match="OCR block"):
-        qformer_instruction(text, ["ENTRANCE"])
+        qformer_instruction(text, ["ENTRANCE"], include_ocr=False)
 
 
 @pytest.mark.parametrize(
@@ -402,6 +404,19 @@ def test_format_ocr_tokens(tokens, expected):
 def test_format_ocr_tokens_rejects_a_single_string():
     with pytest.raises(ValueError, match="single string"):
         format_ocr_tokens("STOP sign")
+
+
+def test_at_most_30_ocr_tokens_are_written_as_lavis():
+    """LAVIS: ``', '.join(samples['ocr_tokens'][i][:30])``; empty tokens do not count."""
+    tokens = ["", *(f"t{i}" for i in range(45))]
+    assert MAX_OCR_TOKENS == 30
+    assert format_ocr_tokens(tokens) == "OCR tokens: " + ", ".join(f"t{i}" for i in range(30))
+    assert ocr_words(tokens) == [f"t{i}" for i in range(30)]
+    assert ocr_words(tokens, max_tokens=None) == tokens[1:]
+    text = render_instruction("ocr_vqa", seed=0, index=0, question="What is written?", ocr_tokens=tokens)
+    assert "t29. " in text and "t30" not in text
+    with pytest.raises(ValueError, match="max_tokens must be >= 1"):
+        ocr_words(tokens, max_tokens=0)
 
 
 # ----------------------------------------------------------------------------------------------- options

@@ -15,7 +15,7 @@ gives three (arXiv 2305.06500 §2.2 and its appendix): captioning ``A short imag
 ``Question: {question} Short answer:`` and ScienceQA ``Context: {context} Question: {question} Options: {options}.
 Answer:``. All others are ours, written in the same style; the spec's ``notes`` says which. OCR tokens go before the
 prompt as ``"OCR tokens: a, b. "`` (as `templates.render_instruction` does for training) unless the prompt places them
-itself with ``{ocr}``; the Q-Former sees the instruction without them.
+itself with ``{ocr}``; at most the first 30 are written (LAVIS). The Q-Former reads the same text as the LLM (LAVIS).
 
 [`resolve_visdial`] turns the official VisDial v1.0 json (index tables) into the dialog rows `convert_visual_dialog`
 reads.
@@ -31,7 +31,7 @@ from typing import Any
 
 from .schema import make_sample
 from .spec import PRINTED_LIST, ConvertOptions, DatasetSpec, prompt_fields
-from .templates import format_ocr_tokens, format_options, qformer_instruction, render_instruction
+from .templates import format_ocr_tokens, format_options, ocr_words, qformer_instruction, render_instruction
 
 __all__ = [
     "convert_captioning",
@@ -243,7 +243,7 @@ def _zero_shot_instruction(
         "answer": answer.strip(),
         "options": format_options(options) if options else "",
         "context": context.strip() or "N/A",  # as in Qwen-VL's ScienceQA prompt of the same shape
-        "ocr": ", ".join(token.strip() for token in ocr if token.strip()),
+        "ocr": ", ".join(ocr_words(ocr)),
     }
     for name in sorted(prompt_fields(prompt)):
         if not values[name]:

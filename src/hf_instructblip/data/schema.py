@@ -6,7 +6,7 @@ One row = one instruction-tuning (or evaluation) example:
 |----------------|-----------------|-------------------------------------------------------------------------------|
 | `images`       | list of images  | one image, or the frames of a video / several images (in order)               |
 | `instruction`  | string          | the prompt the LLM sees (template already applied)                            |
-| `qformer_text` | string          | what the Q-Former reads; defaults to `instruction` (may omit e.g. OCR tokens) |
+| `qformer_text` | string          | what the Q-Former reads; defaults to `instruction` (as LAVIS: the same text)  |
 | `target`       | string          | the answer the model is trained to produce (may be "" for evaluation rows)    |
 | `candidates`   | list of strings | answer candidates, for vocabulary ranking (multiple choice, classification)   |
 | `ocr_tokens`   | list of strings | OCR tokens of the image, when the dataset has them                            |

@@ -45,6 +45,7 @@ import datasets
 from PIL import Image, ImageDraw, ImageFont
 
 from .schema import INSTRUCTION_FEATURES, make_sample
+from .templates import format_ocr_tokens
 
 __all__ = [
     "COLORS",
@@ -327,7 +328,6 @@ class _Item:
 
     instruction: str
     target: str
-    qformer_text: str | None = None
     candidates: tuple[str, ...] = ()
     ocr_tokens: tuple[str, ...] = ()
 
@@ -350,9 +350,8 @@ def _ocr(scene: Scene, rng: random.Random) -> _Item:
     what = "number" if scene.text.isdigit() else "word"
     question = rng.choice((f"What {what} is written in the image?", "What is written in the image?"))
     prompt = rng.choice(VQA_PROMPTS).format(q=question)
-    # Paper: OCR tokens go into the LLM's instruction after "OCR tokens:"; the Q-Former reads the bare prompt so
-    # its features must come from the image.
-    return _Item(f"OCR tokens: {scene.text}. {prompt}", scene.text, qformer_text=prompt, ocr_tokens=(scene.text,))
+    # Paper: OCR tokens go into the instruction after "OCR tokens:"; the Q-Former reads the same text (LAVIS).
+    return _Item(f"{format_ocr_tokens([scene.text])}. {prompt}", scene.text, ocr_tokens=(scene.text,))
 
 
 def _question_generation(scene: Scene, rng: random.Random) -> _Item:
@@ -477,7 +476,6 @@ def synthetic_sample(task: str, seed: int, index: int, image_size: int = 64) -> 
         images=[{"bytes": _png(render_scene(scene)), "path": None}],
         instruction=item.instruction,
         target=item.target,
-        qformer_text=item.qformer_text,
         candidates=item.candidates,
         ocr_tokens=item.ocr_tokens,
         task_family=spec.family,

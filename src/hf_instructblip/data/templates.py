@@ -47,9 +47,11 @@ OCR tokens (arXiv 2305.06500 §2.1: "OCR tokens are added to the instruction aft
 paper's template table says the phrase comes right after the image query embeddings, i.e. *before* the templated
 instruction; the InstructBLIP-format TextVQA prompts used by later evaluation code start with "OCR tokens: " and end
 with "Question: ... Short answer:". `render_instruction` therefore builds ``"OCR tokens: a, b, c. <instruction>"``,
-which also keeps the answer cue ("Short answer:") next to the response. LAVIS never released this step. The Q-Former
-reads the instruction without the OCR block (`qformer_instruction`): this project's choice (the paper is silent), so
-its 128 tokens, truncated from the left, carry the task rather than a long token list.
+which also keeps the answer cue ("Short answer:") next to the response. At most the first `MAX_OCR_TOKENS` (30)
+tokens are written, as LAVIS does (``', '.join(samples['ocr_tokens'][i][:30])`` in `blip2_vicuna_instruct.py` /
+`blip2_t5_instruct.py`). The Q-Former reads the same text as the LLM, OCR tokens included (`qformer_instruction`
+returns the instruction unchanged by default): LAVIS tokenises one ``text_input`` for both (its code to strip the OCR
+tokens from the Q-Former's text is commented out); ``include_ocr=False`` gives the bare instruction instead.
 
 Sampling: `sample_template` picks ``pool[k]`` with ``k = blake2b(f"{seed}/{index}") mod len(pool)``, where ``pool``
 is ``TEMPLATES[family]`` (followed by ``EXTRA_TEMPLATES[family]`` with ``extra_templates=True``): a pure function of
@@ -63,7 +65,9 @@ Example:
 >>> text = render_instruction("ocr_vqa", seed=0, index=3, question="Who wrote this book?", ocr_tokens=ocr)
 >>> text.startswith("OCR tokens: Jane, Austen. ")
 True
->>> "OCR" in qformer_instruction(text, ocr)
+>>> qformer_instruction(text, ocr) == text  # the Q-Former reads what the LLM reads (LAVIS)
+True
+>>> "OCR" in qformer_instruction(text, ocr, include_ocr=False)
 False
 """
 
@@ -76,11 +80,13 @@ from collections.abc import Sequence
 
 __all__ = [
     "EXTRA_TEMPLATES",
+    "MAX_OCR_TOKENS",
     "SHORT_ANSWER_FAMILIES",
     "TEMPLATES",
     "TEMPLATE_FIELDS",
     "format_ocr_tokens",
     "format_options",
+    "ocr_words",
     "qformer_instruction",
     "render_instruction",
     "sample_template",
@@ -333,6 +339,9 @@ TEMPLATE_FIELDS: dict[str, frozenset[str]] = {
 #: wordings with plain ones. Multiple choice and classification answer with an option's text (ranked, any length).
 SHORT_ANSWER_FAMILIES: frozenset[str] = frozenset({"short_vqa", "knowledge_vqa", "ocr_vqa", "video_qa", "binary"})
 
+#: OCR tokens written into an instruction, at most (LAVIS: ``samples['ocr_tokens'][i][:30]``).
+MAX_OCR_TOKENS = 30
+
 _OCR_PHRASE = "OCR tokens:"
 _OCR_SEPARATOR = ". "  # between the OCR block and the instruction
 
@@ -394,12 +403,31 @@ def format_options(options: Sequence[str]) -> str:
     return " ".join(parts)
 
 
-def format_ocr_tokens(tokens: Sequence[str]) -> str:
-    """Write OCR tokens after the paper's phrase: ``"OCR tokens: tok1, tok2, tok3"``.
+def ocr_words(tokens: Sequence[str], max_tokens: int | None = MAX_OCR_TOKENS) -> list[str]:
+    """The OCR tokens an instruction shows: stripped, empty ones dropped, the first ``max_tokens`` kept.
 
     Args:
         tokens: The OCR tokens of the image, in reading order. Whitespace is stripped; empty tokens are dropped
             (OCR engines emit them for blank boxes).
+        max_tokens: How many to keep (default 30, as LAVIS); ``None`` keeps all.
+
+    Raises:
+        ValueError: If ``tokens`` is a single string (pass a list of tokens), or ``max_tokens`` < 1.
+    """
+    if isinstance(tokens, str):
+        raise ValueError(f"ocr_tokens must be a sequence of strings, got the single string {tokens!r}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1 (or None: all), got {max_tokens}")
+    words = [token.strip() for token in tokens if token.strip()]
+    return words if max_tokens is None else words[:max_tokens]
+
+
+def format_ocr_tokens(tokens: Sequence[str], max_tokens: int | None = MAX_OCR_TOKENS) -> str:
+    """Write OCR tokens after the paper's phrase: ``"OCR tokens: tok1, tok2, tok3"``.
+
+    Args:
+        tokens: The OCR tokens of the image, in reading order (cleaned and capped by `ocr_words`).
+        max_tokens: How many to write at most (default `MAX_OCR_TOKENS`, 30, as LAVIS); ``None`` writes all.
 
     Returns:
         The OCR block, or ``""`` when no non-empty token remains.
@@ -407,9 +435,7 @@ def format_ocr_tokens(tokens: Sequence[str]) -> str:
     Raises:
         ValueError: If ``tokens`` is a single string (pass a list of tokens).
     """
-    if isinstance(tokens, str):
-        raise ValueError(f"ocr_tokens must be a sequence of strings, got the single string {tokens!r}")
-    words = [token.strip() for token in tokens if token.strip()]
+    words = ocr_words(tokens, max_tokens)
     return f"{_OCR_PHRASE} {', '.join(words)}" if words else ""
 
 
@@ -458,7 +484,8 @@ def render_instruction(
         options: Answer options (multiple_choice) or class names (classification); written with `format_options`.
         context: Previous dialog rounds as text (visual_dialog).
         ocr_tokens: OCR tokens of the image. When any are given, ``"OCR tokens: a, b. "`` is put before the
-            templated instruction, i.e. right after the image queries, where the paper puts it.
+            templated instruction, i.e. right after the image queries, where the paper puts it; at most the first
+            `MAX_OCR_TOKENS` (30) are written, as LAVIS does.
         extra_templates: Sample from our `EXTRA_TEMPLATES` too (see `sample_template`).
 
     Returns:
@@ -485,22 +512,27 @@ def render_instruction(
     return f"{ocr}{_OCR_SEPARATOR}{instruction}" if ocr else instruction
 
 
-def qformer_instruction(instruction: str, ocr_tokens: Sequence[str] = ()) -> str:
-    """The Q-Former's text: the instruction without its OCR block, so its 128 tokens carry the task.
+def qformer_instruction(instruction: str, ocr_tokens: Sequence[str] = (), *, include_ocr: bool = True) -> str:
+    """The Q-Former's text for an instruction from `render_instruction`.
+
+    By default the instruction itself, OCR tokens included: LAVIS feeds the Q-Former the same ``text_input`` as the
+    LLM (`blip2_vicuna_instruct.py`, `blip2_t5_instruct.py`; truncated from the left to 128 Q-Former tokens).
 
     Args:
         instruction: An instruction from `render_instruction`.
         ocr_tokens: The same OCR tokens that were passed to `render_instruction`.
+        include_ocr: False: remove the leading ``"OCR tokens: .... "`` block, so the Q-Former's 128 tokens carry the
+            task rather than a long token list (not LAVIS; an ablation).
 
     Returns:
-        ``instruction`` with the leading ``"OCR tokens: .... "`` removed; unchanged when there are no OCR tokens.
+        ``instruction`` (default), or without its OCR block (``include_ocr=False``; unchanged without OCR tokens).
 
     Raises:
-        ValueError: If OCR tokens are given but ``instruction`` does not start with their block (the instruction
-            was built with other tokens, or without them).
+        ValueError: With ``include_ocr=False``, if OCR tokens are given but ``instruction`` does not start with their
+            block (the instruction was built with other tokens, or without them).
     """
     ocr = format_ocr_tokens(ocr_tokens)
-    if not ocr:
+    if include_ocr or not ocr:
         return instruction
     prefix = f"{ocr}{_OCR_SEPARATOR}"
     if not instruction.startswith(prefix):

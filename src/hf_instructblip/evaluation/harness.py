@@ -160,7 +160,7 @@ def _generate(
 
 
 def _qformer(processor, batch: Mapping[str, list]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Q-Former reads ``qformer_text`` (e.g. without OCR tokens), not the LLM instruction."""
+    """The Q-Former reads ``qformer_text``, as in training (the converters make it the instruction, as LAVIS)."""
     encoded = processor.qformer_inputs(list(batch["qformer_text"]))
     return torch.tensor(encoded["qformer_input_ids"]), torch.tensor(encoded["qformer_attention_mask"])
 
