@@ -178,6 +178,42 @@ def model_for(processor, llm: str = "llama", seed: int = 0) -> InstructBlipForCo
     return perturb_(InstructBlipForConditionalGeneration(config), seed).eval()
 
 
+#: The largest difference `assert_close_fp32` allows, as a fraction of the values' magnitude. Float32 rounds every
+#: result to 24 bits (2**-24 ~ 6e-8 relative); two code paths computing the same function with different kernels
+#: (another SDPA shape, another matmul blocking, AVX-512/AMX vs AVX2 accumulation order, 1 vs 2 threads) round
+#: differently at every op, and a few layers later their outputs differ by up to about 1e-6 of the largest magnitude:
+#: at most 7e-7 over every comparison of this suite with MKL's code path for any x86 CPU (MKL_CBWR=COMPATIBLE), 8e-7
+#: on SmolLM2-135M's logits on an AVX-512 + AMX CPU (2.2e-5 where they reach 27). 1e-4 leaves a margin of 100, while a
+#: real mistake (a weight in the wrong place, a mask off by one, a missing scale) moves outputs by 1e-2 or more.
+FP32_TOLERANCE = 1e-4
+
+
+def assert_close_fp32(actual: torch.Tensor, expected: torch.Tensor, *, scale: float | None = None, msg=None) -> None:
+    """Assert two float32 results of DIFFERENT code paths agree up to float32 rounding (any CPU, any thread count).
+
+    Elements may differ by ``FP32_TOLERANCE * scale`` plus ``FP32_TOLERANCE`` of their own size. The allowance is
+    scaled to the tensor's magnitude, not to each element's: rounding error comes from sums over many terms as large
+    as the largest values, so an element near zero carries an error of the size of the big ones (an element-wise
+    ``rtol`` would fail there on another CPU).
+
+    Use this only where the computation differs: ours vs stock transformers, our Q-Former vs BERT, eager vs SDPA,
+    a padded batch vs one sample alone, a merged LoRA weight vs the adapter. Where it is literally the same
+    computation (the feature-cache path vs the pixel path on identical batches, save/load round trips, a resumed run
+    vs an uninterrupted one) compare bit for bit with ``torch.equal``.
+
+    Args:
+        actual: What the path under test computed.
+        expected: What the reference path computed.
+        scale: The magnitude rounding errors are relative to; default ``expected.abs().max()``. Pass a larger one
+            where the errors come from larger terms than the tensor holds: a gradient that is zero in exact
+            arithmetic (a key bias's, which softmax ignores) is rounding noise of the other gradients' size.
+        msg: Passed to `torch.testing.assert_close` (a string, or a callable taking its message).
+    """
+    if scale is None:
+        scale = expected.detach().abs().max().item() if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=FP32_TOLERANCE, atol=FP32_TOLERANCE * scale, msg=msg)
+
+
 def assert_moved_exactly(named_parameters, before: dict[str, torch.Tensor], moving: set[str]) -> None:
     """Every parameter named in ``moving`` changed from ``before``; every other one is bit-identical."""
     for name, param in named_parameters:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import make_inputs, tiny_model
+from conftest import assert_close_fp32, make_inputs, tiny_model
 from hf_instructblip import InstructBlipForConditionalGeneration
 from hf_instructblip.cli import main as cli_main
 from hf_instructblip.conversion import convert_checkpoint, export_to_transformers
@@ -35,7 +35,7 @@ def test_logits_and_greedy_generate_match_transformers(reference_folder, llm):
         expected = reference(**inputs).logits
         actual = model(**inputs).logits
     assert actual.shape == expected.shape
-    assert (actual - expected).abs().max().item() <= 1e-5
+    assert_close_fp32(actual, expected)  # our Q-Former's last layer runs other kernel shapes (queries only)
 
     kwargs = {"max_new_tokens": 8, "do_sample": False}
     expected_ids = reference.generate(**_generate_inputs(inputs), **kwargs)
@@ -55,7 +55,7 @@ def test_loss_matches_transformers(reference_folder, llm):
     with torch.no_grad():
         expected = reference(**inputs, labels=labels).loss
         actual = model(**inputs, labels=labels).loss
-    assert torch.allclose(actual, expected, atol=1e-6)
+    assert_close_fp32(actual, expected)
 
 
 def test_export_round_trip_loads_in_stock_transformers(tmp_path, llm):
@@ -70,7 +70,7 @@ def test_export_round_trip_loads_in_stock_transformers(tmp_path, llm):
     stock.eval()
     inputs = make_inputs(llm, seed=3)
     with torch.no_grad():
-        assert torch.equal(stock(**inputs).logits, model(**inputs).logits)
+        assert_close_fp32(stock(**inputs).logits, model(**inputs).logits)
     assert list((tmp_path / "exported").glob("*.safetensors"))
 
 
@@ -99,8 +99,9 @@ def test_cli_convert_both_directions(reference_folder, tmp_path, llm):
     stock = transformers.InstructBlipForConditionalGeneration.from_pretrained(back).eval()
     with torch.no_grad():
         expected = reference(**inputs).logits
-        assert (converted(**inputs).logits - expected).abs().max() <= 1e-5
-        assert (stock(**inputs).logits - expected).abs().max() <= 1e-5
+        assert_close_fp32(converted(**inputs).logits, expected)
+        # transformers' own code on weights converted there and back: the same computation, bit for bit
+        assert torch.equal(stock(**inputs).logits, expected)
 
 
 def test_convert_errors_are_clear(tmp_path, capsys):

@@ -9,7 +9,7 @@ import transformers
 from PIL import Image
 from transformers import AutoTokenizer, BlipImageProcessorPil
 
-from conftest import NUM_QUERY, make_processor, model_for
+from conftest import NUM_QUERY, assert_close_fp32, make_processor, model_for
 from hf_instructblip import HfInstructBlipProcessor, InstructBlipImageProcessor
 
 PROMPTS = ["Hi", "What is in this picture? Tell me everything you see.", "Count the cats."]
@@ -170,7 +170,7 @@ def test_forward_logits_equal_with_left_padding(processor):
         single = processor(images=image, text=prompt)
         with torch.no_grad():
             alone = model(**single).logits[0]
-        torch.testing.assert_close(logits[i, -alone.shape[0] :], alone, atol=1e-5, rtol=1e-4)
+        assert_close_fp32(logits[i, -alone.shape[0] :], alone)  # a padded batch runs other kernel shapes
 
 
 def test_official_layout_processor_loads(tokenizer_dirs, tmp_path):

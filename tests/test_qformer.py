@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from conftest import make_inputs, tiny_model
+from conftest import assert_close_fp32, make_inputs, tiny_model
 from hf_instructblip import InstructBlipQFormerConfig, InstructBlipQFormerModel
 from hf_instructblip.building import qformer_config_from_bert, qformer_state_dict_from_bert
 
@@ -86,7 +86,7 @@ def test_eager_and_sdpa_agree():
     queries, image, ids, mask = _qformer_inputs()
     eager = _qformer("eager")(query_embeds=queries, encoder_hidden_states=image, input_ids=ids, attention_mask=mask)
     sdpa = _qformer("sdpa")(query_embeds=queries, encoder_hidden_states=image, input_ids=ids, attention_mask=mask)
-    torch.testing.assert_close(eager.last_hidden_state, sdpa.last_hidden_state, atol=1e-5, rtol=1e-5)
+    assert_close_fp32(eager.last_hidden_state, sdpa.last_hidden_state)
 
 
 def test_output_attentions_and_hidden_states():
@@ -153,7 +153,7 @@ def test_bert_initialisation_reproduces_bert_text_encoder():
     with torch.no_grad():
         expected = bert(input_ids=ids, attention_mask=mask).last_hidden_state
         actual = qformer(input_ids=ids, attention_mask=mask).last_hidden_state
-    torch.testing.assert_close(actual[mask.bool()], expected[mask.bool()], atol=1e-5, rtol=1e-5)
+    assert_close_fp32(actual[mask.bool()], expected[mask.bool()])
 
 
 def test_too_long_instruction_is_a_clear_error():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import LLAMA, NUM_QUERY, QFORMER, make_inputs, perturb_, tiny_config
+from conftest import LLAMA, NUM_QUERY, QFORMER, assert_close_fp32, make_inputs, perturb_, tiny_config
 from hf_instructblip import InstructBlipConfig, InstructBlipForConditionalGeneration
 
 # Tiny text configs of every plain-head family (hidden 32, 2 layers, vocab 100).
@@ -74,10 +74,14 @@ def test_target_only_loss_equals_the_llm_loss(family):
     full, full_grads = _loss_and_grads(model, inputs, return_logits=True)
 
     assert fast.logits is None and full.logits is not None  # the fast path never built the vocabulary logits
-    torch.testing.assert_close(fast.loss, full.loss, rtol=1e-6, atol=1e-6)
+    assert_close_fp32(fast.loss, full.loss)  # the head runs on other rows: other kernel shapes
     assert fast_grads.keys() == full_grads.keys()
-    for name in full_grads:
-        torch.testing.assert_close(fast_grads[name], full_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+    largest = max(grad.abs().max().item() for grad in full_grads.values())
+    for name, expected in full_grads.items():
+        # a gradient that is zero in exact arithmetic (a key bias's: softmax ignores it) is rounding noise of the
+        # other gradients' size, so none is scaled below 1% of the largest
+        scale = max(expected.abs().max().item(), 1e-2 * largest)
+        assert_close_fp32(fast_grads[name], expected, scale=scale, msg=name)
 
 
 def test_num_items_in_batch_divides_the_summed_loss_like_the_llm():
@@ -86,7 +90,7 @@ def test_num_items_in_batch_divides_the_summed_loss_like_the_llm():
     items = torch.tensor(7)
     fast = model(**inputs, num_items_in_batch=items).loss
     full = model(**inputs, num_items_in_batch=items, return_logits=True).loss
-    torch.testing.assert_close(fast, full)
+    assert_close_fp32(fast, full)
 
 
 def _t5_model() -> InstructBlipForConditionalGeneration:

@@ -1,5 +1,9 @@
-"""Resume without loss: a `hf-instructblip train` process killed with SIGKILL mid-training and resumed from its last
-checkpoint ends with exactly the weights of an uninterrupted run (same seed, CPU, fp32, no dataloader workers).
+"""Resume without loss: a training process killed with SIGKILL mid-training and resumed from its last checkpoint by
+`hf-instructblip train` ends with exactly the weights of an uninterrupted run (same seed, CPU, fp32, no dataloader
+workers).
+
+The kill happens at a point the run itself signals, not after a timed wait: the killed process runs the train command
+with one extra callback, which SIGKILLs its own process as soon as the Trainer reports the first checkpoint saved.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +22,31 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import make_processor, model_for
-from hf_instructblip.training.run import last_complete_checkpoint
 
 MAX_STEPS = 24
 SAVE_STEPS = 4
 TIMEOUT = 300  # seconds per process; a step takes well under one
+
+#: `hf-instructblip train CONFIG [overrides]` (the same `run_from_config`) plus a callback that SIGKILLs the process
+#: right after the first checkpoint: the Trainer calls `on_save` once `_save_checkpoint` has returned, i.e. after the
+#: weights, optimizer, scheduler, RNG states and trainer_state.json (written last) are all on disk.
+KILLED_AFTER_FIRST_CHECKPOINT = """
+import os, signal, sys
+
+from transformers import TrainerCallback
+
+from hf_instructblip.training import run_from_config
+
+
+class KillAfterFirstCheckpoint(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        print(f"checkpoint-{state.global_step} saved; SIGKILL", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+run_from_config(sys.argv[1], sys.argv[2:], callbacks=[KillAfterFirstCheckpoint()])
+raise SystemExit("the run ended without saving a checkpoint")
+"""
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +80,13 @@ def config(tokenizer_dirs, tmp_path_factory) -> Path:
     return path
 
 
-def _train(config: Path, output_dir: Path, *overrides: str) -> subprocess.Popen:
+def _train(config: Path, output_dir: Path, *overrides: str, killed: bool = False) -> subprocess.Popen:
+    """`hf-instructblip train` in a fresh process; ``killed``: the same run, SIGKILLed after its first checkpoint."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "hf_instructblip.cli", "train", str(config)]
+    if killed:
+        command = [sys.executable, "-c", KILLED_AFTER_FIRST_CHECKPOINT, str(config)]
+    else:
+        command = [sys.executable, "-m", "hf_instructblip.cli", "train", str(config)]
     return subprocess.Popen(
         [*command, "--training.output_dir", str(output_dir), *overrides],
         stdout=subprocess.PIPE,
@@ -75,16 +102,11 @@ def _finish(process: subprocess.Popen) -> str:
     return stdout + stderr
 
 
-def _kill_after_first_checkpoint(process: subprocess.Popen, output_dir: Path) -> None:
-    """SIGKILL as soon as one checkpoint is complete: MAX_STEPS - SAVE_STEPS steps before the run could end."""
-    deadline = time.monotonic() + TIMEOUT
-    while process.poll() is None and time.monotonic() < deadline:
-        if last_complete_checkpoint(output_dir) is not None:
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    process.communicate(timeout=60)
-    assert process.returncode == -signal.SIGKILL, f"the run ended on its own (rc {process.returncode}) before the kill"
+def _wait_for_the_self_kill(process: subprocess.Popen) -> None:
+    """Wait for the run to kill itself right after its first checkpoint."""
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == -signal.SIGKILL, f"rc {process.returncode}, not SIGKILL: {stderr[-3000:]}"
+    assert f"checkpoint-{SAVE_STEPS} saved; SIGKILL" in stdout
 
 
 def _losses(output_dir: Path) -> dict[int, float]:
@@ -95,14 +117,15 @@ def _losses(output_dir: Path) -> dict[int, float]:
 def test_sigkilled_run_resumes_to_the_same_weights_as_an_uninterrupted_one(config, tmp_path):
     killed, reference = tmp_path / "killed", tmp_path / "reference"
     uninterrupted = _train(config, reference)  # runs alongside: nothing depends on timing
-    victim = _train(config, killed)
+    victim = _train(config, killed, killed=True)
     try:
-        _kill_after_first_checkpoint(victim, killed)
+        _wait_for_the_self_kill(victim)
         assert not (killed / "model.safetensors").exists()  # killed mid-training, before the final save
+        assert [p.name for p in killed.glob("checkpoint-*")] == [f"checkpoint-{SAVE_STEPS}"]
         output = _finish(_train(config, killed, "--training.resume_from_checkpoint", "true"))
         resumed_from = re.search(r"Resuming from checkpoint \S*checkpoint-(\d+)", output)
         assert resumed_from is not None, output[-3000:]
-        assert 0 < int(resumed_from.group(1)) < MAX_STEPS
+        assert 0 < int(resumed_from.group(1)) == SAVE_STEPS < MAX_STEPS
         _finish(uninterrupted)
     finally:
         for process in (uninterrupted, victim):

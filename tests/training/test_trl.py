@@ -12,7 +12,7 @@ import pytest
 import torch
 from trl import SFTConfig, SFTTrainer
 
-from conftest import assert_moved_exactly, make_processor, model_for
+from conftest import assert_close_fp32, assert_moved_exactly, make_processor, model_for
 from hf_instructblip import InstructBlipForConditionalGeneration
 from hf_instructblip.data.synthetic import synthetic_mixture
 from hf_instructblip.training import load_adapter
@@ -106,7 +106,7 @@ def test_trl_fused_head_loss_equals_the_models_own_loss(setup, tmp_path):
     with torch.no_grad():
         fused = model(**batch, fused_lm_head=True)  # what SFTTrainer.compute_loss trains on
         own = model(**batch)
-    torch.testing.assert_close(fused.loss, own.loss)
+    assert_close_fp32(fused.loss, own.loss)  # the fused head sums the vocabulary in other chunks
     assert int(fused.label_mask.sum()) == int((batch["labels"] != -100).sum())
 
 
