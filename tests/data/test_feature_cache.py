@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_processor, model_for
+from conftest import assert_close_fp32, make_processor, model_for
 from hf_instructblip import InstructBlipImageProcessor
 from hf_instructblip.data.collator import InstructBlipDataCollator
 from hf_instructblip.data.feature_cache import MANIFEST_NAME
@@ -101,8 +101,8 @@ def test_multi_image_samples_give_frames_in_order(processor, rows, tmp_path):
     first, second = cache.features(samples[0]["images"]), cache.features(swapped["images"])
     assert torch.equal(first, second.flip(0))  # the frames keep their order
     with torch.no_grad():
-        # batches of 4 (cache) and 6 (pixel path) images: equal up to float32 rounding, hence the tight tolerance
-        torch.testing.assert_close(model(**batch).loss, model(**pixel_batch).loss, rtol=1e-6, atol=1e-6)
+        # batches of 4 (cache) and 6 (pixel path) images: other kernel shapes, equal up to float32 rounding
+        assert_close_fp32(model(**batch).loss, model(**pixel_batch).loss)
     assert torch.equal(batch["input_ids"], pixel_batch["input_ids"])  # 2 x num_query_tokens placeholders each
 
 
@@ -269,13 +269,14 @@ def _train(processor, dataset, tmp_path, feature_cache=None):
 def test_trainer_run_with_the_cache_trains_the_same_weights(processor, parts, tmp_path):
     dataset = concatenate_mixture(parts)
     reference = _train(processor, dataset, tmp_path / "pixels")
-    # The cache is built in batches of 32 images, the training batches have 4: float32 results may differ in the
-    # last bits, so the weights are compared with a tight tolerance rather than bit for bit.
+    # The cache is built in batches of 32 images, the training batches have 4: on some CPUs float32 features differ
+    # in the last bits, so the weights are compared with a tolerance rather than bit for bit.
     cache = VisionFeatureCache.build(model_for(processor, "llama", seed=3), processor, parts, tmp_path / "cache")
     cached = _train(processor, dataset, tmp_path / "cached", feature_cache=cache)
-    before = model_for(processor, "llama", seed=3).state_dict()
-    moved = 0
-    for name, value in reference.state_dict().items():
-        torch.testing.assert_close(cached.state_dict()[name], value, rtol=1e-5, atol=1e-6, msg=name)
-        moved += not torch.equal(value, before[name])
-    assert moved > 0  # the runs did train
+    before, trained = model_for(processor, "llama", seed=3).state_dict(), reference.state_dict()
+    largest_update = max((trained[name] - before[name]).abs().max().item() for name in trained)
+    assert largest_update > 1e-4  # the runs did train
+    # Adam turns float noise in near-zero gradients into lr-sized steps (as in test_distributed.py), so weights must
+    # agree to 1% of the largest change training made to any weight.
+    for name, value in trained.items():
+        torch.testing.assert_close(cached.state_dict()[name], value, rtol=0, atol=1e-2 * largest_update, msg=name)
