@@ -125,7 +125,8 @@ def run_demo(
         model=model,
         args=args,
         train_dataset=concatenate_mixture(parts),
-        data_collator=InstructBlipDataCollator.for_model(model, processor, max_length=96),
+        # no random crops or flips: a crop can cut a shape out of a synthetic scene, a flip mirrors its text
+        data_collator=InstructBlipDataCollator.for_model(model, processor, max_length=96, augment_images=False),
         mixture_sizes={name: len(part) for name, part in parts.items()},
     )
     print(

@@ -7,15 +7,21 @@ or CHW layout, any PIL mode) into an RGB PIL image, or raises an error naming th
 shrinks huge images before converting them, so a 10000 x 10000 photo never becomes a full-size float array.
 
 [`InstructBlipImageProcessor`] is a PIL-backend image processor with the paper's defaults. It keeps PIL images
-as PIL until after the resize and normalises the whole batch in one fused NumPy operation.
+as PIL until after the resize and normalises the whole batch in one fused NumPy operation. That plain resize is
+LAVIS' evaluation transform (``blip_image_eval``); [`RandomResizedCrop`] is its training transform
+(``blip2_image_train``: random resized crop, scale 0.5-1, bicubic, then a horizontal flip), applied to the PIL
+images before the image processor (`HfInstructBlipProcessor.pixel_values` with ``train_transform=``).
 
 This file is pushed next to the weights for ``trust_remote_code``; it imports nothing from ``hf_instructblip``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,7 @@ from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
-__all__ = ["InstructBlipImageProcessor", "to_rgb_image"]
+__all__ = ["InstructBlipImageProcessor", "RandomResizedCrop", "to_rgb_image"]
 
 _CHANNELS = (1, 3, 4)
 
@@ -156,6 +162,94 @@ def to_rgb_image(
     if image.width < 1 or image.height < 1:
         raise ValueError(f"{where}: the image has no pixels ({image.width} x {image.height}).")
     return _to_rgb(_shrink(image, max_side))
+
+
+def _uniform(seed: int, stream: str, k: int) -> float:
+    """The ``k``-th number in [0, 1) of ``stream`` for ``seed``: a pure function, the same on every platform."""
+    key = f"{_seed_int(seed)}/{stream}/{k}".encode()
+    return (int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 11) * 2.0**-53
+
+
+def _seed_int(value: int) -> int:
+    """``value`` as an int (a bool or float seed is an error, not silently a different seed)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"a seed must be an int, got {type(value).__name__}.")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class RandomResizedCrop:
+    """LAVIS' training image transform: a random resized crop, then a random horizontal flip.
+
+    LAVIS `blip_processors.py` ``blip2_image_train``: torchvision's ``RandomResizedCrop(224, scale=(0.5, 1.0),
+    interpolation=BICUBIC)`` then ``RandomHorizontalFlip()`` (probability 0.5, for every dataset, text in the image
+    and left/right questions included). This is the same crop (torchvision's ``get_params``: up to 10 tries at a
+    random area fraction in ``scale`` and a log-uniform aspect ratio in ``ratio``, else a central crop) with PIL and
+    NumPy only, driven by a seed instead of a global random state: the same seed gives the same crop and flip, on any
+    platform, in any process and any order.
+
+    Flipping mirrors text and swaps left and right, so ``hflip`` is configurable: 0.5 is LAVIS'; 0 suits data whose
+    answers read text in the image (OCR-VQA, TextCaps) or name a side (the synthetic tasks train with 0).
+
+    Args:
+        scale: Range of the crop's area, as a fraction of the image's (LAVIS: 0.5-1.0).
+        ratio: Range of the crop's aspect ratio, width / height (torchvision's default, 3/4-4/3).
+        hflip: Probability of a horizontal flip (LAVIS: 0.5; 0 never flips).
+    """
+
+    scale: tuple[float, float] = (0.5, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+
+    def __post_init__(self) -> None:
+        low, high = self.scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"RandomResizedCrop: scale must satisfy 0 < min <= max <= 1, got {tuple(self.scale)}.")
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"RandomResizedCrop: ratio must satisfy 0 < min <= max, got {tuple(self.ratio)}.")
+        if not 0 <= self.hflip <= 1:
+            raise ValueError(f"RandomResizedCrop: hflip is a probability in [0, 1], got {self.hflip}.")
+
+    def crop_box(self, width: int, height: int, seed: int) -> tuple[int, int, int, int]:
+        """The crop ``(left, top, right, bottom)`` for an image of this size (torchvision's ``get_params``)."""
+        area = width * height
+        log_low, log_high = math.log(self.ratio[0]), math.log(self.ratio[1])
+        for attempt in range(10):
+            u = [_uniform(seed, "crop", 4 * attempt + k) for k in range(4)]
+            target_area = area * (self.scale[0] + (self.scale[1] - self.scale[0]) * u[0])
+            aspect = math.exp(log_low + (log_high - log_low) * u[1])
+            w = round(math.sqrt(target_area * aspect))
+            h = round(math.sqrt(target_area / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(u[2] * (height - h + 1))
+                left = int(u[3] * (width - w + 1))
+                return left, top, left + w, top + h
+        ratio = width / height  # no try fitted: the largest central crop with an allowed aspect ratio
+        if ratio < self.ratio[0]:
+            w, h = width, round(width / self.ratio[0])
+        elif ratio > self.ratio[1]:
+            w, h = round(height * self.ratio[1]), height
+        else:
+            w, h = width, height
+        left, top = (width - w) // 2, (height - h) // 2
+        return left, top, left + w, top + h
+
+    def flips(self, seed: int) -> bool:
+        """Whether the image of this seed is flipped."""
+        return self.hflip > 0 and _uniform(seed, "flip", 0) < self.hflip
+
+    def __call__(
+        self, image: Image.Image, size: tuple[int, int], seed: int, resample: Any = PILImageResampling.BICUBIC
+    ) -> Image.Image:
+        """Crop, resize to ``size`` = ``(height, width)`` (bicubic, as LAVIS) and maybe flip one RGB PIL image.
+
+        The frames of one sample take the same ``seed``, so they are cropped alike (relative to their size) and
+        flipped together.
+        """
+        box = self.crop_box(image.width, image.height, seed)
+        # crop, then resize: torchvision's resized_crop on PIL (resizing with ``box=`` would read pixels outside it)
+        image = image.crop(box).resize((size[1], size[0]), resample=resample)
+        return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if self.flips(seed) else image
 
 
 class InstructBlipImageProcessor(PilBackend):

@@ -9,6 +9,9 @@ What it guarantees (and transformers' port does not):
   ``max_txt_len``) and always padded on the right, so its position ids do not depend on the batch;
 * any number of frames/images per sample; text-only and image-only calls;
 * the chat template is saved and loaded with the processor;
+* a target (training answer, ranked candidate) follows its prompt as natural text for every tokenizer kind
+  (`continuation_texts`: a space where a byte-level BPE tokenizer would glue the two, none for SentencePiece);
+* LAVIS' training image transform on request (`pixel_values` with ``train_transform=`` and per-sample seeds);
 * bad input raises an error naming the argument and the sample.
 
 This file is pushed next to the weights for ``trust_remote_code``; it imports nothing from ``hf_instructblip``.
@@ -24,9 +27,16 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.tokenization_utils_base import AddedToken
 
-from .image_processing_instructblip import to_rgb_image
+from .image_processing_instructblip import RandomResizedCrop, to_rgb_image
 
-__all__ = ["DEFAULT_CHAT_TEMPLATE", "HfInstructBlipProcessor", "InstructBlipProcessor", "pad_sequences"]
+__all__ = [
+    "DEFAULT_CHAT_TEMPLATE",
+    "HfInstructBlipProcessor",
+    "InstructBlipProcessor",
+    "continuation_text",
+    "pad_sequences",
+    "separates_texts",
+]
 
 #: InstructBLIP uses no chat format (LAVIS `blip2_vicuna_instruct.py` has no chat template): the text parts of the
 #: messages, in order, separated by spaces; image parts are where the images come from (they go to the start of the
@@ -58,6 +68,37 @@ def pad_sequences(sequences: list[list[int]], value: int, length: int, side: str
     if side == "left":
         return [[value] * (length - len(s)) + s for s in sequences]
     return [s + [value] * (length - len(s)) for s in sequences]
+
+
+def separates_texts(tokenizer: Any) -> bool:
+    """Whether texts tokenised one by one read as separate words when their ids are concatenated.
+
+    SentencePiece tokenizers (Llama-2 / Vicuna, T5) start every text with their word-start marker, so the ids of
+    ``"x"`` followed by those of ``"a"`` decode to ``"x a"``; byte-level BPE tokenizers (GPT-2, OPT, Llama-3, Qwen,
+    SmolLM) mark a word start only where the text has a space, and decode ``"xa"``. Decided from the tokenizer's
+    behaviour, not its name.
+    """
+    x, a = tokenizer(["x", "a"], add_special_tokens=False)["input_ids"]
+    return tokenizer.decode(x + a, clean_up_tokenization_spaces=False).strip() == "x a"
+
+
+def continuation_text(prompt: str, target: str, separates: bool) -> str:
+    """The text to tokenise (on its own) for ``target`` so that it follows ``prompt`` as natural text.
+
+    With a tokenizer that does not separate texts by itself (``separates=False``, byte-level BPE: see
+    `separates_texts`) a space is put before the target, unless the prompt is empty or ends with whitespace or the
+    target starts with it; otherwise the target is returned as it is. LAVIS' Vicuna models tokenise the answer on its
+    own with SentencePiece, whose word-start marker gives the same boundary; its BLIP-2 OPT models tokenise
+    ``prompt + caption`` as one string, which keeps the prompt's space.
+
+    Args:
+        prompt: The text before the target (the instruction).
+        target: The answer, or a candidate answer.
+        separates: `separates_texts` of the tokenizer.
+    """
+    if separates or not prompt or not target or prompt[-1].isspace() or target[0].isspace():
+        return target
+    return " " + target
 
 
 def _is_image_like(value: Any) -> bool:
@@ -266,11 +307,49 @@ class HfInstructBlipProcessor(ProcessorMixin):
         )
         return {"qformer_input_ids": qformer["input_ids"], "qformer_attention_mask": qformer["attention_mask"]}
 
-    def pixel_values(self, images: Any, **image_kwargs: Any) -> torch.Tensor:
-        """Pixel values for ``images`` (one image or one list of frames per sample), checked as in `__call__`."""
+    def continuation_texts(self, prompts: Sequence[str], targets: Sequence[str]) -> list[str]:
+        """Each target as the text to tokenise after its prompt in a causal LLM's sequence (`continuation_text`).
+
+        The one place prompt and answer are joined: the training collator's targets and the ranked candidates use it,
+        so a byte-level BPE tokenizer sees ``"...? circle"``, not ``"...?circle"``.
+        """
+        if len(prompts) != len(targets):
+            raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets; pass one prompt per target.")
+        separates = separates_texts(self.tokenizer)
+        return [continuation_text(prompt, target, separates) for prompt, target in zip(prompts, targets)]
+
+    def continuation_ids(self, prompts: Sequence[str], targets: Sequence[str]) -> list[list[int]]:
+        """Token ids (no special tokens) of `continuation_texts`: what follows each prompt's ids."""
+        texts = self.continuation_texts(prompts, targets)
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+    def pixel_values(
+        self,
+        images: Any,
+        *,
+        train_transform: RandomResizedCrop | None = None,
+        seeds: Sequence[int] | None = None,
+        **image_kwargs: Any,
+    ) -> torch.Tensor:
+        """Pixel values for ``images`` (one image or one list of frames per sample), checked as in `__call__`.
+
+        Args:
+            images: One image, or one entry (an image or a list of frames) per sample.
+            train_transform: LAVIS' training transform ([`RandomResizedCrop`]: random resized crop and flip to the
+                image processor's size), applied before the image processor; ``None`` (default): the evaluation
+                transform, the image processor's plain resize.
+            seeds: With ``train_transform``: one int per sample; the same seeds give the same crops and flips. The
+                frames of a sample share its seed.
+            image_kwargs: Passed to the image processor.
+        """
         frames = self._frames(images, None)
         assert frames is not None  # images is not None here
-        return self._pixel_values(frames, image_kwargs)
+        if train_transform is not None and (seeds is None or len(seeds) != len(frames)):
+            raise ValueError(
+                f"`seeds` must give one int per sample with train_transform ({len(frames)} samples, "
+                f"{'no seeds' if seeds is None else f'{len(seeds)} seeds'})."
+            )
+        return self._pixel_values(frames, image_kwargs, train_transform, seeds)
 
     def _llm_tokens(
         self,
@@ -325,16 +404,43 @@ class HfInstructBlipProcessor(ProcessorMixin):
             "attention_mask": pad_sequences([[1] * n for n in lengths], 0, target, side),
         }
 
-    def _pixel_values(self, frames: list[list[Any]], image_kwargs: dict[str, Any]) -> torch.Tensor:
+    def _output_size(self, image_kwargs: dict[str, Any]) -> tuple[int, int] | None:
+        """``(height, width)`` the image processor resizes to, if it says (a dict or transformers' ``SizeDict``)."""
+        size = image_kwargs.get("size") or getattr(self.image_processor, "size", None)
+        get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+        height, width = get("height"), get("width")
+        return (int(height), int(width)) if height and width else None
+
+    def _pixel_values(
+        self,
+        frames: list[list[Any]],
+        image_kwargs: dict[str, Any],
+        train_transform: RandomResizedCrop | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> torch.Tensor:
         max_side = None
-        size = getattr(self.image_processor, "size", None)
-        if isinstance(size, dict) and size:
-            max_side = 2 * max(v for v in size.values() if isinstance(v, int))
+        processor_size = getattr(self.image_processor, "size", None)
+        if isinstance(processor_size, dict) and processor_size:
+            max_side = 2 * max(v for v in processor_size.values() if isinstance(v, int))
         flat = [
             to_rgb_image(image, "images", (i, t) if len(sample) > 1 else i, max_side=max_side)
             for i, sample in enumerate(frames)
             for t, image in enumerate(sample)
         ]
+        if train_transform is not None:
+            size = self._output_size(image_kwargs)
+            if size is None:
+                raise ValueError(
+                    "train_transform crops to the image processor's size, which needs 'height' and 'width' "
+                    f"(got {getattr(self.image_processor, 'size', None)})."
+                )
+            assert seeds is not None  # checked by pixel_values
+            resample = image_kwargs.get("resample") or getattr(self.image_processor, "resample", None)
+            sample_seeds = [seed for seed, sample in zip(seeds, frames) for _ in sample]
+            flat = [
+                train_transform(image, size, seed, **({"resample": resample} if resample is not None else {}))
+                for image, seed in zip(flat, sample_seeds)
+            ]
         pixel_values = self.image_processor(flat, return_tensors="pt", **image_kwargs)["pixel_values"]
         num_frames = len(frames[0])
         if num_frames > 1:

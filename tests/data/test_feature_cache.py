@@ -70,7 +70,8 @@ def test_cached_batch_gives_exactly_the_pixel_path_loss_and_gradients(processor,
     # the composition the pixel path encodes them in, so the tower runs the very same kernels on the very same
     # tensors. (Other batch compositions may differ in the last bits of a float32 matmul; see the Trainer test.)
     cache = VisionFeatureCache.build(model, processor, samples, tmp_path / "cache", batch_size=len(samples))
-    pixel_batch = InstructBlipDataCollator.for_model(model, processor)(samples)
+    # the pixel path with the transform the cache holds: the plain resize (no random crops)
+    pixel_batch = InstructBlipDataCollator.for_model(model, processor, augment_images=False)(samples)
     cached_batch = InstructBlipDataCollator.for_model(model, processor, feature_cache=cache)(samples)
 
     assert set(cached_batch) == set(pixel_batch) - {"pixel_values"} | {"image_embeds"}
@@ -96,7 +97,7 @@ def test_multi_image_samples_give_frames_in_order(processor, rows, tmp_path):
     cache = VisionFeatureCache.build(model, processor, samples, tmp_path / "cache", batch_size=4)
 
     batch = InstructBlipDataCollator.for_model(model, processor, feature_cache=cache)(samples)
-    pixel_batch = InstructBlipDataCollator.for_model(model, processor)(samples)
+    pixel_batch = InstructBlipDataCollator.for_model(model, processor, augment_images=False)(samples)
     assert batch["image_embeds"].shape == (3, 2, *cache.feature_shape)  # (B, T, N, D)
     first, second = cache.features(samples[0]["images"]), cache.features(swapped["images"])
     assert torch.equal(first, second.flip(0))  # the frames keep their order
@@ -261,7 +262,7 @@ def _train(processor, dataset, tmp_path, feature_cache=None):
         use_cpu=True,
         seed=0,
     )
-    collator = InstructBlipDataCollator.for_model(model, processor, feature_cache=feature_cache)
+    collator = InstructBlipDataCollator.for_model(model, processor, feature_cache=feature_cache, augment_images=False)
     InstructBlipTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator).train()
     return model
 

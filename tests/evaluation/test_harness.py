@@ -233,7 +233,10 @@ def test_binary_tasks_rank_the_papers_verbaliser_sets(tokenizer_dirs):
     """Yes/no and true/false tasks rank positive yes/true against negative no/false (arXiv 2305.06500 §2.5): a
     model that says "true" most, then "no", answers yes to a yes/no question (ranking only yes/no would say no)."""
     processor = make_processor(tokenizer_dirs)
-    words = {w: _word(processor, w) for w in ("yes", "no", "true", "false")}
+    # each word's token as ranked after a prompt (joined as a training target: " yes" for SmolLM2's BPE)
+    words = {
+        w: _word(processor, processor.continuation_texts(["Is it?"], [w])[0]) for w in ("yes", "no", "true", "false")
+    }
     model = _answer_words(model_for(processor, "llama", seed=3), {words["true"]: 2.0, words["no"]: 1.5})
     data = {name: synthetic_dataset(name, 4, seed=5) for name in ("synthetic_yes_no", "synthetic_spatial")}
     results = evaluate_zero_shot(model, processor, data, progress=False)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import assert_close_fp32, make_processor, model_for
+from hf_instructblip.data.collator import InstructBlipDataCollator
 from hf_instructblip.evaluation.ranking import (
     VERBALISERS,
     RankingResult,
@@ -131,7 +132,10 @@ def test_score_is_summed_token_log_likelihood(model, processor):
     """The definition, by hand: one full forward, log-softmax at each candidate token, summed."""
     image, prompt, candidate = images(1, seed=3), "What is shown? Answer:", "a small bird"
     inputs = processor(images=image, text=[prompt])
-    target = processor.tokenizer(candidate, add_special_tokens=False)["input_ids"]  # no space, no eos (collator)
+    if model.config.use_decoder_only_language_model:  # as the collator joins a target to its prompt; no eos
+        target = processor.continuation_ids([prompt], [candidate])[0]
+    else:  # T5's decoder text stands alone
+        target = processor.tokenizer(candidate, add_special_tokens=False)["input_ids"]
     assert len(target) > 1
     with torch.no_grad():
         if model.config.use_decoder_only_language_model:
@@ -149,6 +153,24 @@ def test_score_is_summed_token_log_likelihood(model, processor):
     assert_close_fp32(torch.tensor(float(result.scores[0][0])), torch.tensor(float(expected)))
     assert result.num_tokens[0] == [len(target), 1]
     assert_close_fp32(torch.tensor(float(result.mean_scores[0][0])), torch.tensor(float(expected) / len(target)))
+
+
+def test_a_candidate_scores_its_training_target_log_likelihood(model, processor):
+    """Ranking tokenises a candidate as the collator tokenises the same answer as a training target (joined to the
+    prompt by `continuation_texts`: " a small bird" for SmolLM2's byte-level BPE; eos after it): its score is the
+    negated summed cross-entropy of that training sample's labels."""
+    image, prompt, candidate = images(1, seed=8), "What is shown? Answer:", "a small bird"
+    collator = InstructBlipDataCollator.for_model(model, processor, augment_images=False)
+    batch = collator([{"images": image, "instruction": prompt, "target": candidate}])
+    with torch.no_grad():
+        logits = model(**batch).logits.float()
+    labels = batch["labels"]
+    if model.config.use_decoder_only_language_model:
+        logits, labels = logits[:, :-1], labels[:, 1:]  # position t predicts token t + 1
+    summed = -torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum")
+    result = rank_candidates(model, processor, image, [prompt], [[candidate, "dog"]], append_eos=True)
+    assert result.num_tokens[0][0] == int((labels != -100).sum())
+    assert result.scores[0][0] == pytest.approx(float(summed), rel=1e-4, abs=1e-4)  # other kernels: fp32 rounding
 
 
 def test_video_frames_and_qformer_prompts(processor):

@@ -7,9 +7,10 @@ sum of its tokens' log-probabilities, and the best one wins. Binary tasks score 
 
 How a candidate is tokenised, so that the scores mean what training optimised (`data/collator.py`):
 
-* the candidate is tokenised on its own, ``add_special_tokens=False`` and *no* leading space, and its ids follow the
-  prompt's ids directly (the prompt is tokenised by the processor, special tokens included), exactly like a
-  training target;
+* the candidate is tokenised on its own, ``add_special_tokens=False``, and its ids follow the prompt's ids directly
+  (the prompt is tokenised by the processor, special tokens included), exactly like a training target: for causal
+  LLMs as `HfInstructBlipProcessor.continuation_texts` joins it to its prompt (a leading space for byte-level BPE
+  tokenizers, none for SentencePiece ones), for encoder-decoder LLMs as it is (the decoder's text stands alone);
 * the LLM's eos follows the candidate for encoder-decoder LLMs (T5) and not for causal LLMs, as in LAVIS:
   ``blip2_t5_instruct.py``'s ``_predict_class`` tokenises the candidates with the T5 tokenizer's ``</s>``,
   ``blip2_vicuna_instruct.py``'s without eos (``append_eos=None``, the default). With eos a score means "the answer,
@@ -29,6 +30,7 @@ Two implementations, which give the same scores (``tests/evaluation/test_ranking
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -157,7 +159,12 @@ def _lavis_appends_eos(model: Any) -> bool:
 
 
 def _tokenise_candidates(
-    model: Any, processor: Any, candidates: Sequence[Sequence[str]], append_eos: bool | None, dataset: str | None
+    model: Any,
+    processor: Any,
+    prompts: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    append_eos: bool | None,
+    dataset: str | None,
 ) -> list[list[list[int]]]:
     """Candidate token ids per sample, tokenised like a training target (see the module docstring)."""
     if append_eos is None:
@@ -169,15 +176,25 @@ def _tokenise_candidates(
             "Candidates are scored with eos (append_eos=True, or the default for encoder-decoder LLMs) but the LLM "
             "tokenizer has no eos token; set tokenizer.eos_token or pass append_eos=False."
         )
-    # Tokenise every distinct string once: candidate lists repeat a lot (yes/no, A/B/C/D).
-    unique = sorted({c for sample in candidates for c in sample})
+    # The text each candidate is tokenised as: joined to its prompt as the collator joins a causal LLM's target
+    texts = [list(sample) for sample in candidates]
+    if model.config.use_decoder_only_language_model:
+        flat = processor.continuation_texts(
+            [prompt for prompt, sample in zip(prompts, candidates) for _ in sample], [c for s in candidates for c in s]
+        )
+        starts = [0, *itertools.accumulate(len(sample) for sample in candidates)]
+        texts = [flat[start:stop] for start, stop in itertools.pairwise(starts)]
+    # Tokenise every distinct text once: candidate lists repeat a lot (yes/no, A/B/C/D).
+    unique = sorted({text for sample in texts for text in sample})
     ids = dict(zip(unique, tokenizer(unique, add_special_tokens=False)["input_ids"])) if unique else {}
     tokens = []
-    for i, sample in enumerate(candidates):
-        for j, candidate in enumerate(sample):
-            if not ids[candidate]:
-                raise ValueError(f"Candidate {j} of {_where(dataset, i)} ({candidate!r}) tokenises to no tokens.")
-        tokens.append([[*ids[c], eos] if append_eos else list(ids[c]) for c in sample])
+    for i, sample in enumerate(texts):
+        for j, text in enumerate(sample):
+            if not ids[text]:
+                raise ValueError(
+                    f"Candidate {j} of {_where(dataset, i)} ({candidates[i][j]!r}) tokenises to no tokens."
+                )
+        tokens.append([[*ids[text], eos] if append_eos else list(ids[text]) for text in sample])
     return tokens
 
 
@@ -391,7 +408,7 @@ def rank_candidates(
             f"batch_size and candidate_batch_size must be >= 1, got {batch_size} and {candidate_batch_size}."
         )
     _check_inputs(images, prompts, candidates, qformer_prompts, dataset)
-    tokens = _tokenise_candidates(model, processor, candidates, append_eos, dataset)
+    tokens = _tokenise_candidates(model, processor, prompts, candidates, append_eos, dataset)
     scores: list[list[float]] = [[math.nan] * len(sample) for sample in tokens]
     with _inference(model):
         for start in range(0, len(tokens), batch_size):
@@ -427,7 +444,7 @@ def rank_candidates_naive(
     arguments mean the same as in `rank_candidates`.
     """
     _check_inputs(images, prompts, candidates, qformer_prompts, dataset)
-    tokens = _tokenise_candidates(model, processor, candidates, append_eos, dataset)
+    tokens = _tokenise_candidates(model, processor, prompts, candidates, append_eos, dataset)
     decoder_only = model.config.use_decoder_only_language_model
     device = model.device
     vision_dtype = next(model.vision_model.parameters()).dtype

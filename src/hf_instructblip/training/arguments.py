@@ -163,8 +163,15 @@ class DataArguments:
         eval_samples_per_dataset: Like ``samples_per_dataset``, for ``eval_datasets``.
         synthetic_image_size: Side of the rendered synthetic images (the processor resizes them anyway).
         synthetic_seed: Seed of the synthetic training sets (evaluation sets use ``synthetic_seed + 1000``).
-        max_length: Longest LLM input, image tokens included (`InstructBlipDataCollator`).
-        max_target_length: Longest target, eos included.
+        max_instruction_length: Longest instruction in LLM tokens, BOS included; longer ones lose their beginning
+            (LAVIS ``max_txt_len``: 128; `InstructBlipDataCollator`).
+        max_target_length: Longest target, eos included (LAVIS ``max_output_txt_len``: 256).
+        max_length: Optional bound on the whole LLM input, image tokens included (default: none).
+        augment_images: LAVIS' training image transform (random resized crop + horizontal flip). Default: on, but
+            off with ``feature_cache_dir`` (the cache holds features of the evaluation transform: the fast path;
+            random crops are the faithful one); ``true`` with a cache is refused, ``false`` trains on plain resizes.
+        crop_scale: Area range of the random crop (LAVIS: [0.5, 1.0]).
+        hflip: Horizontal flip probability (LAVIS: 0.5, for all data; flips mirror text and swap left/right).
         feature_cache_dir: Train from cached frozen-vision features kept here (built on first use).
         on_bad_sample: ``"raise"`` stops at the first bad row naming dataset and row; ``"skip"`` drops bad rows
             and writes a summary to ``bad_samples.txt``.
@@ -180,8 +187,12 @@ class DataArguments:
     zero_shot_generation: dict[str, Any] = field(default_factory=dict, metadata={"help": "Generation overrides."})
     synthetic_image_size: int = field(default=64, metadata={"help": "Synthetic image side (>= 32)."})
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic training sets."})
+    max_instruction_length: int | None = field(default=128, metadata={"help": "Longest instruction (LLM tokens)."})
+    max_target_length: int | None = field(default=256, metadata={"help": "Longest target, eos included."})
     max_length: int | None = field(default=None, metadata={"help": "Longest LLM input, image tokens included."})
-    max_target_length: int | None = field(default=None, metadata={"help": "Longest target, eos included."})
+    augment_images: bool | None = field(default=None, metadata={"help": "Random resized crop + flip (LAVIS)."})
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0], metadata={"help": "Random crop area range."})
+    hflip: float = field(default=0.5, metadata={"help": "Horizontal flip probability."})
     feature_cache_dir: str | None = field(default=None, metadata={"help": "Cached vision features folder."})
     on_bad_sample: OnBadSample = field(default="raise", metadata={"help": "raise | skip"})
 

@@ -307,8 +307,13 @@ def train(
         _report_bad_samples(report, output_dir, training_args.should_save)
 
     collator_kwargs: dict[str, Any] = {
-        "max_length": data_args.max_length,
+        "max_instruction_length": data_args.max_instruction_length,
         "max_target_length": data_args.max_target_length,
+        "max_length": data_args.max_length,
+        "augment_images": data_args.augment_images,
+        "crop_scale": tuple(data_args.crop_scale),
+        "hflip": data_args.hflip,
+        "seed": training_args.seed,
     }
     if data_args.feature_cache_dir is not None:
         with training_args.main_process_first(desc="vision feature cache"):  # one builder per node, then the rest

@@ -1,18 +1,21 @@
 """`InstructBlipTrainer`: transformers' `Trainer` with the paper's freezing policy, the balanced mixture as the train
-sampler, refusal of fp16 with T5 LLMs, and a stop at the first non-finite loss.
+sampler, refusal of fp16 with T5 LLMs, a stop at the first non-finite loss, and the collator's training image
+transform for training batches only.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.utils import is_peft_available
 
+from ..data.collator import InstructBlipDataCollator
 from ..data.mixture import BalancedMixtureSampler
 from .arguments import InstructBlipTrainingArguments
 
@@ -26,6 +29,24 @@ def _is_peft_model(model: Any) -> bool:
     from peft import PeftModel
 
     return isinstance(model, PeftModel)
+
+
+class _CollatorEpoch(TrainerCallback):
+    """Tells the collator each epoch (`InstructBlipDataCollator.set_epoch`), so its random crops change per epoch."""
+
+    def __init__(self, collator: InstructBlipDataCollator):
+        self.collator = collator
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.collator.train_transform is not None and args.dataloader_persistent_workers:
+            raise ValueError(
+                "dataloader_persistent_workers keeps copies of the data collator made before the first epoch, so its "
+                "random crops could not change per epoch (and a resumed run would crop differently). Turn persistent "
+                "workers off, or train without random crops (data collator augment_images=False)."
+            )
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.collator.set_epoch(int(state.epoch or 0))  # a resumed run's epoch is fractional: floor it
 
 
 class InstructBlipTrainer(Trainer):
@@ -74,6 +95,27 @@ class InstructBlipTrainer(Trainer):
         self.zero_shot_datasets = zero_shot_datasets
         self.zero_shot_generation = dict(zero_shot_generation or {})
         super().__init__(model=model, args=args, **kwargs)
+        if isinstance(self.data_collator, InstructBlipDataCollator):
+            self.add_callback(_CollatorEpoch(self.data_collator))
+
+    @contextmanager
+    def _evaluation_collator(self) -> Iterator[None]:
+        """Evaluation batches use the collator's evaluation image transform (its random crops are for training)."""
+        collator = self.data_collator
+        if isinstance(collator, InstructBlipDataCollator):
+            self.data_collator = collator.for_evaluation()
+        try:
+            yield
+        finally:
+            self.data_collator = collator
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        with self._evaluation_collator():
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        with self._evaluation_collator():
+            return super().get_test_dataloader(test_dataset)
 
     @staticmethod
     def _check_precision(model: Any, args: InstructBlipTrainingArguments) -> None:
