@@ -189,7 +189,8 @@ class RandomResizedCrop:
     platform, in any process and any order.
 
     Flipping mirrors text and swaps left and right, so ``hflip`` is configurable: 0.5 is LAVIS'; 0 suits data whose
-    answers read text in the image (OCR-VQA, TextCaps) or name a side (the synthetic tasks train with 0).
+    answers read text in the image (OCR-VQA, TextCaps) or name a side. (The synthetic tasks train without this
+    transform at all: a crop can also cut a shape out of their small scenes.)
 
     Args:
         scale: Range of the crop's area, as a fraction of the image's (LAVIS: 0.5-1.0).

@@ -104,7 +104,7 @@ class InstructBlipDataCollator:
         crop_scale: Area range of the random crop, as a fraction of the image (LAVIS: 0.5-1.0).
         hflip: Probability of a horizontal flip. 0.5 is LAVIS' (for every dataset); it mirrors text in the image and
             swaps left and right, so data whose answers read text or name a side may want 0 (the synthetic configs
-            use 0).
+            and the demo use ``augment_images=False``: a crop can also cut a shape out of a synthetic scene).
         seed: Seed of the crops and flips (`InstructBlipTrainer` / `hf-instructblip train` pass the run's seed).
     """
 

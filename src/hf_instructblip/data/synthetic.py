@@ -20,6 +20,10 @@ derived from the scene description, so accuracy on them is exactly defined.
 As in the paper (arXiv 2305.06500 §2.1), the held-out tasks are task *types* never trained on: no held-in task uses the
 ``binary``, ``multiple_choice`` or ``classification`` families.
 
+Train on these without LAVIS' random crops and flips (``augment_images: false``, as ``examples/configs/tiny.yaml`` and
+the demo do): a crop can cut a shape out of a scene (wrong counts and captions), a flip mirrors the OCR task's text
+and swaps left and right (``synthetic_spatial`` asks about sides).
+
 Example:
 
 ```python
