@@ -9,13 +9,71 @@ the ``hf_instructblip`` package.
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING, cast
+
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
-__all__ = ["InstructBlipConfig", "InstructBlipQFormerConfig"]
+if TYPE_CHECKING:
+    from transformers import EfficientNetConfig
+
+__all__ = ["InstructBlipConfig", "InstructBlipQFormerConfig", "is_feature_map_tower", "vision_feature_width"]
 
 #: model_type of transformers' own InstructBLIP config, whose checkpoints this package loads unchanged.
 TRANSFORMERS_MODEL_TYPE = "instructblip"
+
+
+# ----- vision towers: token towers (B, N, D) and feature-map towers (B, C, H, W) -------------------------------------
+def _feature_map_widths(vision_config: PreTrainedConfig) -> tuple[int, ...] | None:
+    """Channels of each feature map of a convolutional tower, in `vision_feature_layer` order; None: a token tower.
+
+    The maps are the tower's ``hidden_states`` (the stem's output, then each block or stage), followed by its
+    ``last_hidden_state`` where that is one more layer (EfficientNet's top convolution); so ``-1`` is always the
+    tower's output. A CNN family not listed here (no ``hidden_size``, but ``hidden_sizes``) is known by its output
+    alone.
+    """
+    kind = vision_config.model_type
+    if kind == "efficientnet":
+        from transformers.models.efficientnet.modeling_efficientnet import round_filters
+
+        config = cast("EfficientNetConfig", vision_config)
+        blocks = [
+            round_filters(config, channels)
+            for channels, repeats in zip(config.out_channels, config.num_block_repeats)
+            for _ in range(math.ceil(config.depth_coefficient * repeats))  # EfficientNetEncoder's rounding
+        ]
+        return (round_filters(config, 32), *blocks, config.hidden_dim)
+    if kind in ("convnext", "convnextv2"):
+        return (vision_config.hidden_sizes[0], *vision_config.hidden_sizes)
+    if kind == "resnet":
+        return (vision_config.embedding_size, *vision_config.hidden_sizes)
+    if getattr(vision_config, "hidden_size", None) is None and getattr(vision_config, "hidden_sizes", None):
+        return (vision_config.hidden_sizes[-1],)
+    return None
+
+
+def is_feature_map_tower(vision_config: PreTrainedConfig) -> bool:
+    """Whether the tower's features are ``(B, C, H, W)`` maps (EfficientNet, ConvNeXt, ResNet, ...), not tokens."""
+    return _feature_map_widths(vision_config) is not None
+
+
+def vision_feature_width(vision_config: PreTrainedConfig, vision_feature_layer: int = -1) -> int:
+    """Width of the features the Q-Former cross-attends to: a token tower's ``hidden_size``, a map's channels.
+
+    Raises:
+        ValueError: ``vision_feature_layer`` does not name one of a feature-map tower's maps.
+    """
+    widths = _feature_map_widths(vision_config)
+    if widths is None:
+        return vision_config.hidden_size
+    if not -len(widths) <= vision_feature_layer < len(widths):
+        raise ValueError(
+            f"vision_feature_layer={vision_feature_layer} does not name a feature map of the "
+            f"{vision_config.model_type!r} vision tower: it has {len(widths)}, indexed {-len(widths)}..-1 "
+            "(-1: its output)."
+        )
+    return widths[vision_feature_layer]
 
 
 class InstructBlipQFormerConfig(PreTrainedConfig):
@@ -88,7 +146,8 @@ class InstructBlipConfig(PreTrainedConfig):
 
     Args:
         vision_config: Config of any transformers vision model (``model_type`` picks the class through
-            ``AutoConfig``): the InstructBLIP/BLIP-2 ViT (the default), CLIP or SigLIP vision towers, ViT, DINOv2.
+            ``AutoConfig``): the InstructBLIP/BLIP-2 ViT (the default), CLIP or SigLIP vision towers, ViT, DINOv2,
+            or a CNN whose output is a feature map (EfficientNet, ConvNeXt, ResNet, ...).
         qformer_config: [`InstructBlipQFormerConfig`] or a dict of its fields.
         text_config: Config of any causal or sequence-to-sequence language model (default: a T5 config, the
             FlanT5 family of the paper).
@@ -97,7 +156,12 @@ class InstructBlipConfig(PreTrainedConfig):
             exactly ``num_query_tokens`` of them in ``input_ids``.
         vision_feature_layer: Which hidden state of the vision tower feeds the Q-Former (``-1``: the last
             layer, ``-2``: the penultimate, ...). The tower's output LayerNorm is applied to it (LAVIS
-            ``ln_vision``), so ``-1`` reproduces the released checkpoints.
+            ``ln_vision``), so ``-1`` reproduces the released checkpoints. A tower whose output is a feature map
+            ``(B, C, H, W)`` (EfficientNet, ConvNeXt, ResNet, ...) gives ``H * W`` tokens of width ``C``, normalised
+            by a LayerNorm the model owns (``vision_layernorm``); its maps are its ``hidden_states`` (the stem's
+            output, then each block or stage) followed by ``last_hidden_state`` where that is one more layer, so
+            ``-1`` is the tower's output: EfficientNet-Lite0's top convolution, 1280 x 7 x 7 at 224 px; ``-7`` its
+            last 14 x 14 block, 112 channels; ConvNeXt and ResNet: ``-1`` the last stage, ``-2`` the one before.
         qformer_text_input: ``True`` (InstructBLIP): the instruction is fed to the Q-Former next to the queries.
             ``False`` (BLIP-2, the paper's "w/o instruction-aware visual features" ablation): the Q-Former never
             sees the instruction.
@@ -151,7 +215,7 @@ class InstructBlipConfig(PreTrainedConfig):
         if self.num_query_tokens < 1:
             raise ValueError(f"num_query_tokens must be >= 1, got {self.num_query_tokens}.")
         # Derived fields, set in this one place.
-        self.qformer_config.encoder_hidden_size = self.vision_config.hidden_size
+        self.qformer_config.encoder_hidden_size = vision_feature_width(self.vision_config, self.vision_feature_layer)
         self.use_decoder_only_language_model = not self.text_config.is_encoder_decoder
 
     @classmethod
@@ -161,6 +225,11 @@ class InstructBlipConfig(PreTrainedConfig):
         if config_dict.get("model_type") == TRANSFORMERS_MODEL_TYPE:
             config_dict = {**config_dict, "model_type": cls.model_type}
         return config_dict, kwargs
+
+    @property
+    def vision_features_are_maps(self) -> bool:
+        """Whether the vision tower gives feature maps ``(B, C, H, W)`` (a CNN) rather than tokens ``(B, N, D)``."""
+        return is_feature_map_tower(self.vision_config)  # type: ignore[arg-type]  # a config after __post_init__
 
     @property
     def num_visual_tokens_per_image(self) -> int:
