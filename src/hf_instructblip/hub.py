@@ -63,6 +63,7 @@ REMOTE_CODE_FILES = (
     "configuration_instructblip.py",
     "modeling_instructblip.py",
     "modeling_qformer.py",
+    "modeling_vision.py",
     "processing_instructblip.py",
     "image_processing_instructblip.py",
 )

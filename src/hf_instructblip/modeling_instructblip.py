@@ -3,7 +3,8 @@
 The forward pass, as in the paper (arXiv 2305.06500 §2.3, Figure 3):
 
 1. the (frozen) vision tower encodes each image or video frame; the tower's output LayerNorm (``ln_vision``,
-   trained) is applied to the chosen hidden state;
+   trained) is applied to the chosen hidden state (a feature map ``(C, H, W)`` gives ``H * W`` tokens and a
+   LayerNorm of the model's own: see `modeling_vision.py`);
 2. the Q-Former reads ``[learned queries ; instruction]`` and cross-attends to the image: *difference with BLIP-2
    here*, the instruction reaches the Q-Former, so the visual features depend on the task;
 3. a linear projection maps the query outputs to the LLM width; they replace the image placeholder tokens in the
@@ -12,7 +13,7 @@ The forward pass, as in the paper (arXiv 2305.06500 §2.3, Figure 3):
 
 Module and parameter names follow transformers' ``InstructBlipForConditionalGeneration`` so the released
 checkpoints load with no missing or unexpected keys. This file is pushed next to the weights for
-``trust_remote_code``; it imports nothing from the ``hf_instructblip`` package outside its two sibling files.
+``trust_remote_code``; it imports nothing from the ``hf_instructblip`` package outside its sibling files.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
 from transformers.modeling_utils import PreTrainedModel
-from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
-from transformers.models.instructblip.modeling_instructblip import InstructBlipVisionModel
 
 from .configuration_instructblip import InstructBlipConfig
 from .modeling_qformer import InstructBlipQFormerModel, InstructBlipQFormerModelOutput
+from .modeling_vision import _VISION_MODEL_CLASSES as _VISION_MODEL_CLASSES  # re-exported for building/conversion
+from .modeling_vision import find_vision_norm, vision_model_from_config, vision_tokens
 
 __all__ = [
     "InstructBlipForConditionalGeneration",
@@ -40,44 +41,11 @@ __all__ = [
     "InstructBlipPreTrainedModel",
 ]
 
-# Vision towers that transformers' AutoModel does not map from their config's model_type.
-_VISION_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
-    "instructblip_vision_model": InstructBlipVisionModel,
-    "blip_2_vision_model": Blip2VisionModel,
-}
 # Causal LLM families whose logits are exactly `get_output_embeddings()(base_model(...).last_hidden_state)`: no
 # logit scaling, soft-capping or auxiliary loss. For these, training computes the head only at the target positions.
 _PLAIN_HEAD_FAMILIES = frozenset(
     {"llama", "mistral", "qwen2", "qwen3", "smollm3", "gemma", "phi3", "olmo2", "gpt2", "opt", "gpt_neox"}
 )
-# Names of a vision tower's final LayerNorm, in order of preference (BLIP/CLIP/SigLIP, then ViT/DINOv2, ...).
-_VISION_NORM_NAMES = ("post_layernorm", "layernorm", "norm", "ln_post")
-
-
-def vision_model_from_config(config) -> PreTrainedModel:
-    """Instantiate (randomly initialised) the vision tower described by ``config``."""
-    cls = _VISION_MODEL_CLASSES.get(config.model_type)
-    if cls is not None:
-        return cls._from_config(config)
-    return AutoModel.from_config(config)
-
-
-def find_vision_norm(vision_model: nn.Module) -> str:
-    """Dotted name of the vision tower's output LayerNorm, which InstructBLIP trains (LAVIS ``ln_vision``)."""
-    norms = {
-        name: module
-        for name, module in vision_model.named_modules()
-        if isinstance(module, nn.LayerNorm) and ".head." not in f".{name}."
-    }
-    for wanted in _VISION_NORM_NAMES:
-        matches = sorted((n for n in norms if n.rsplit(".", 1)[-1] == wanted), key=len)
-        if matches:
-            return matches[0]
-    raise ValueError(
-        f"Cannot find the output LayerNorm of vision tower {type(vision_model).__name__}: none of its LayerNorm "
-        f"modules is named one of {_VISION_NORM_NAMES}. InstructBLIP normalises the vision features before the "
-        "Q-Former; use a tower with a final LayerNorm."
-    )
 
 
 @dataclass
@@ -174,12 +142,17 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
     def __init__(self, config: InstructBlipConfig):
         super().__init__(config)
         self.vision_model = vision_model_from_config(config.vision_config)
+        tower_norm = None if config.vision_features_are_maps else find_vision_norm(self.vision_model)
+        if tower_norm is None:
+            # LAVIS `blip2.py` `ln_vision`, for a tower without a final LayerNorm (a feature map: over its channels)
+            self.vision_layernorm = nn.LayerNorm(config.qformer_config.encoder_hidden_size)
+        #: Dotted name of the LayerNorm applied to the vision features (trained, unlike the rest of the tower).
+        self.vision_norm_name = "vision_layernorm" if tower_norm is None else f"vision_model.{tower_norm}"
         self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_config.hidden_size))
         self.qformer = InstructBlipQFormerModel._from_config(config.qformer_config)
         self.language_projection = nn.Linear(config.qformer_config.hidden_size, config.text_config.hidden_size)
         lm_class = AutoModelForCausalLM if config.use_decoder_only_language_model else AutoModelForSeq2SeqLM
         self.language_model = lm_class.from_config(config.text_config)
-        self.vision_norm_name = "vision_model." + find_vision_norm(self.vision_model)
         # Tells transformers' Trainer how to count `num_items_in_batch`: a causal LLM's labels are shifted (label 0 is
         # never predicted: count `labels[..., 1:]`), an encoder-decoder's decoder predicts every label, unshifted, as
         # `ForMaskedLMLoss` does (count them all; with the class-name default, "ForConditionalGeneration" -> causal,
@@ -262,16 +235,29 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
                 trainable.append(name)
         return trainable
 
+    def train(self, mode: bool = True):
+        """As `nn.Module.train`, but a frozen vision tower (no parameter requiring grad) stays in eval mode.
+
+        LAVIS `blip2.py` (``disabled_train``) does the same: a frozen tower's BatchNorm keeps its running statistics
+        (a CNN's would otherwise normalise by each batch and overwrite them) and its dropout stays off, so training
+        sees the features `get_vision_features` gives at inference and a feature cache stores.
+        """
+        super().train(mode)
+        if mode and not any(param.requires_grad for param in self.vision_model.parameters()):
+            self.vision_model.eval()
+        return self
+
     # ----- step 1-3: images -> visual tokens for the LLM ----------------------------------------------------------
     def get_vision_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Frozen part of the vision path: ``(N_img, C, H, W)`` -> ``(N_img, N, D_vision)``.
 
-        Returns hidden state ``config.vision_feature_layer`` of the tower, *before* its output LayerNorm (which
-        is trained). This is what ``image_embeds=`` accepts, so frozen features can be computed once and cached.
+        Returns hidden state ``config.vision_feature_layer`` of the tower, *before* the output LayerNorm (which
+        is trained); a feature-map tower's map ``(N_img, D_vision, h, w)`` as ``N = h * w`` tokens (see
+        `modeling_vision.vision_tokens`). This is what ``image_embeds=`` accepts, so frozen features can be
+        computed once and cached.
         """
-        kwargs = {"interpolate_pos_encoding": True} if interpolate_pos_encoding else {}
-        outputs = self.vision_model(pixel_values=pixel_values, output_hidden_states=True, return_dict=True, **kwargs)
-        return outputs.hidden_states[self.config.vision_feature_layer]
+        maps, layer = self.config.vision_features_are_maps, self.config.vision_feature_layer
+        return vision_tokens(self.vision_model, pixel_values, layer, maps, interpolate_pos_encoding)
 
     def get_image_features(
         self,
