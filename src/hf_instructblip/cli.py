@@ -2,6 +2,7 @@
 
 hf-instructblip build --vision vit.json --qformer <bert folder> --llm <llm folder> --output my-model
 hf-instructblip convert <official folder> <our folder>          # or back: --to transformers
+hf-instructblip convert-tower efficientnet-lite0 towers/efficientnet-lite0   # the shipped tower, as transformers'
 hf-instructblip generate my-model --image photo.jpg --prompt "What is in the photo?"
 hf-instructblip evaluate my-model --datasets synthetic_yes_no gqa --output-dir results
 hf-instructblip demo
@@ -52,6 +53,13 @@ def _cmd_convert(args: argparse.Namespace) -> None:
 
     written = convert_checkpoint(args.source, args.destination, to=args.to)
     print(f"Converted {args.source} -> {args.destination} ({written} format)")
+
+
+def _cmd_convert_tower(args: argparse.Namespace) -> None:
+    from .vision_towers import convert_efficientnet_lite0
+
+    path = convert_efficientnet_lite0(args.output, classifier=not args.backbone_only)
+    print(f"Converted {args.tower} -> {path} (transformers EfficientNet, safetensors)")
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -157,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("destination")
     convert.add_argument("--to", choices=["hf_instructblip", "transformers"], default=None)
     convert.set_defaults(func=_cmd_convert)
+
+    tower = commands.add_parser("convert-tower", help="write a shipped pretrained vision tower in transformers form")
+    tower.add_argument("tower", choices=["efficientnet-lite0"], help="EfficientNet-Lite0 (ImageNet), from PyPI")
+    tower.add_argument("output", help="folder to write (usable as build --vision)")
+    tower.add_argument("--backbone-only", action="store_true", help="without the ImageNet classifier head")
+    tower.set_defaults(func=_cmd_convert_tower)
 
     generate = commands.add_parser("generate", help="answer a prompt about an image (several --image: frames)")
     generate.add_argument("model", help="saved model folder (model + processor)")
