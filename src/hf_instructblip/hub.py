@@ -282,7 +282,8 @@ def _components(config: Any, card: CardInfo) -> list[dict[str, str]]:
     return [
         {
             "part": "vision tower",
-            "architecture": f"{vision.model_type}, width {vision.hidden_size}, {vision.num_hidden_layers} layers, "
+            "architecture": f"{vision.model_type}, width {qformer.encoder_hidden_size}, "  # a CNN's: its channels
+            f"{getattr(vision, 'num_hidden_layers', '?')} layers, "
             f"{image_size} px, feature layer {config.vision_feature_layer}",
             "source": card.vision_source or _hub_id(getattr(vision, "_name_or_path", None)) or not_recorded,
             "trained": "no (frozen)",
