@@ -36,6 +36,7 @@ from transformers import (
 )
 
 from .configuration_instructblip import TRANSFORMERS_MODEL_TYPE, InstructBlipConfig, InstructBlipQFormerConfig
+from .generation_instructblip import PAPER_GENERATION_SETTINGS
 from .image_processing_instructblip import InstructBlipImageProcessor
 from .modeling_instructblip import _VISION_MODEL_CLASSES, InstructBlipForConditionalGeneration
 from .processing_instructblip import HfInstructBlipProcessor
@@ -438,6 +439,7 @@ def build_model(
         qformer_text_input=qformer_text_input,
     )
     generation_config = copy.deepcopy(language_model.generation_config)  # the LLM's own, e.g. its eos ids
+    generation_config.update(**PAPER_GENERATION_SETTINGS)  # the paper's decoding, LAVIS' `generate` defaults
     model = _assemble(config, language_model, vision_tower)
     _, unexpected = model.load_state_dict(qformer_state, strict=False)
     if unexpected:

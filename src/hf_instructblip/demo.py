@@ -150,5 +150,6 @@ def run_demo(
         print(f"  [{kind}: {sample['dataset']}] {sample['instruction']}")
         print(f"      expected {sample['target']!r}; before {old.strip()!r} -> after {new.strip()!r}")
     print(f"\nSaved the tuned model and processor to {path.resolve()} ({time.perf_counter() - start:.0f} s in all).")
-    print(f"Try: hf-instructblip generate {path} --image photo.jpg --prompt 'What is written in the image?'")
+    # the saved generation_config.json holds the paper's settings (5 beams, ...): `generate` uses them by default
+    print(f"Try: hf-instructblip generate {path} --image photo.jpg --prompt 'What is in the photo?'")
     return scores

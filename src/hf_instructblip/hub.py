@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 REMOTE_CODE_FILES = (
     "configuration_instructblip.py",
     "modeling_instructblip.py",
+    "generation_instructblip.py",
     "modeling_qformer.py",
     "modeling_vision.py",
     "processing_instructblip.py",

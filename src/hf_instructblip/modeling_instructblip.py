@@ -29,6 +29,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
 from transformers.modeling_utils import PreTrainedModel
 
 from .configuration_instructblip import InstructBlipConfig
+from .generation_instructblip import fit_causal_prompts, llm_window, merged_generation_config
 from .modeling_qformer import InstructBlipQFormerModel, InstructBlipQFormerModelOutput
 from .modeling_vision import _VISION_MODEL_CLASSES as _VISION_MODEL_CLASSES  # re-exported for building/conversion
 from .modeling_vision import find_vision_norm, vision_model_from_config, vision_tokens
@@ -596,19 +597,22 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
         r"""Generate the answer with the LLM's own `generate` (all its decoding strategies and options).
 
         Takes the same image/text inputs as [`forward`]. Without ``input_ids`` the prompt is just the image
-        tokens (plus BOS for causal LLMs). Returns token ids: for causal LLMs the prompt ids come first, as with
-        transformers' port.
+        tokens (plus BOS for causal LLMs). Returns token ids: for causal LLMs the caller's ``input_ids`` come first,
+        as with transformers' port, so ``processor.decode_generated`` cuts them off.
+
+        Settings: this model's ``generation_config`` (``generation_config.json``; this package's folders carry the
+        paper's), then the LLM's own for what it leaves unset; explicit arguments win over both. Causal LLMs: a
+        right-padded batch is moved to left padding (each sample gets what it gets alone), and a prompt longer than
+        the LLM's window (minus ``max_new_tokens``) loses the beginning of its text, with a warning
+        (`generation_instructblip`).
 
         Args:
             penalize_prompt: Causal LLMs only: whether penalties that look at the tokens so far
                 (``repetition_penalty``, ``no_repeat_ngram_size``, ...) count the prompt's tokens. ``True`` (the
                 default, transformers' behaviour and its InstructBLIP port): the prompt's ``input_ids`` go to the
-                LLM's ``generate`` with the embeddings, so ``repetition_penalty=1.5`` also lowers the score of every
-                word of the question (and of OCR tokens, often the answer). ``False`` (LAVIS,
-                ``blip2_vicuna_instruct.py``, used by the zero-shot evaluation): only ``inputs_embeds`` and the
-                attention mask go in, so only generated tokens are penalised; the returned ids still start with
-                the prompt's ids. Encoder-decoder LLMs never see the prompt's ids in their decoder, so for them the
-                flag changes nothing.
+                LLM's ``generate`` with the embeddings. ``False`` (LAVIS, ``blip2_vicuna_instruct.py``, used by the
+                zero-shot evaluation): only ``inputs_embeds`` and the attention mask go in, so only generated tokens
+                are penalised. Encoder-decoder LLMs never see the prompt's ids in their decoder: no change for them.
             generate_kwargs: Passed to the LLM's ``generate``.
         """
         image = self.get_image_features(
@@ -622,22 +626,40 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
             if decoder_only and bos is not None:
                 start.append(bos)
             input_ids = torch.tensor([start], dtype=torch.long, device=features.device).repeat(features.shape[0], 1)
-        inputs_embeds = self.merge_image_features(input_ids, features)
+        prompt = input_ids  # what the caller passed: returned in front of the answer
         attention_mask = self._checked_attention_mask(input_ids, attention_mask)
-        inputs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        generation_config, model_kwargs = merged_generation_config(self.generation_config, generate_kwargs)
+        if decoder_only:
+            input_ids, attention_mask = fit_causal_prompts(
+                input_ids,
+                attention_mask,
+                image_token_index=self.config.image_token_index,
+                window=llm_window(self.config.text_config),
+                max_new_tokens=generation_config.max_new_tokens,
+                pad_token_id=getattr(self.config.text_config, "pad_token_id", None),
+            )
+        inputs = {
+            "inputs_embeds": self.merge_image_features(input_ids, features),
+            "attention_mask": attention_mask,
+            "generation_config": generation_config,
+            **model_kwargs,
+        }
         if not decoder_only:
-            return self.language_model.generate(**inputs, **generate_kwargs)
+            return self.language_model.generate(**inputs)
         if penalize_prompt:
-            return self.language_model.generate(input_ids=input_ids, **inputs, **generate_kwargs)
-        # Embeddings alone: the LLM returns the new tokens only; put the prompt back in front, so the output reads
-        # the same either way.
-        with warnings.catch_warnings():  # transformers warns of exactly what penalize_prompt=False asks for
-            warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with `inputs_embeds`")
-            output = self.language_model.generate(**inputs, **generate_kwargs)
+            # pads are not the prompt's tokens: they become a placeholder, which every prompt holds (a penalty
+            # counts each id once), so the pad id (often eos) is not penalised in a padded batch but not alone
+            llm_ids = input_ids.masked_fill(~attention_mask.bool(), int(self.config.image_token_index or 0))
+            output = self.language_model.generate(input_ids=llm_ids, **inputs)
+        else:
+            with warnings.catch_warnings():  # transformers warns of exactly what penalize_prompt=False asks for
+                warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with `inputs_embeds`")
+                output = self.language_model.generate(**inputs)
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        new = sequences[:, input_ids.shape[1] :] if penalize_prompt else sequences  # the LLM's new tokens
         # num_return_sequences > 1: each prompt's sequences are consecutive rows
-        prompt = input_ids.to(sequences.device).repeat_interleave(sequences.shape[0] // input_ids.shape[0], dim=0)
+        prompt = prompt.to(new.device).repeat_interleave(new.shape[0] // prompt.shape[0], dim=0)
         if isinstance(output, torch.Tensor):
-            return torch.cat([prompt, output], dim=1)
-        output.sequences = torch.cat([prompt, sequences], dim=1)
+            return torch.cat([prompt, new], dim=1)
+        output.sequences = torch.cat([prompt, new], dim=1)
         return output

@@ -63,6 +63,12 @@ def test_synthetic_held_out_tasks_end_to_end(tiny, tmp_path):
     table = table_path.read_text()
     assert "| this model |" not in table and "| tiny |" in table
     assert all(name in table for name in SYNTHETIC_HELD_OUT)
+    # the chance level under each score: 1 / #candidates (yes/no, true/false: 50; classification: 4 shapes)
+    chance = {name: result.chance for name, result in results.items()}
+    assert chance["synthetic_yes_no"] == chance["synthetic_spatial"] == 0.5
+    assert chance["synthetic_classification"] == 0.25
+    assert payload["results"]["synthetic_yes_no"]["chance"] == 0.5
+    assert "| chance level | 50.0 | 50.0 |" in table
 
 
 def test_generate_tasks_and_custom_datasets(tiny):
@@ -86,6 +92,23 @@ def test_table_follows_the_papers_column_order():
     header = results_table(results).splitlines()[0]
     assert header == "| model | NoCaps | GQA | VizWiz | synthetic_yes_no |"
     assert "| 120.0 | 48.0 | 30.0 | 50.0 |" in results_table(results)
+    assert "| chance level | - | - | - | - |" in results_table(results)  # not computed: shown as unknown
+
+
+@pytest.mark.parametrize(
+    ("metric", "inference", "candidates", "expected"),
+    [
+        ("accuracy", "rank", [["yes", "no"], ["a", "b", "c", "d"]], (1 / 2 + 1 / 4) / 2),  # a uniform guess
+        ("roc_auc", "rank", [["yes", "no"]], 0.5),  # random scores
+        ("mrr", "rank", [["a", "b", "c"]], (1 + 1 / 2 + 1 / 3) / 3),  # expected reciprocal rank of a random order
+        ("vqa_accuracy", "generate", [[]], None),  # open generation: nothing to guess from
+        ("cider", "generate", [[]], None),
+    ],
+)
+def test_chance_levels(metric, inference, candidates, expected):
+    from hf_instructblip.evaluation.harness import chance_level
+
+    assert chance_level(metric, inference, candidates) == (pytest.approx(expected) if expected is not None else None)
 
 
 def test_unknown_dataset_and_empty_candidates(tiny):

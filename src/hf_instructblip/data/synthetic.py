@@ -230,6 +230,14 @@ CAPTION_PROMPTS = (
     "Write a short description for the image.",
     "Briefly describe the content of the image.",
     "Please provide a short depiction of the picture.",
+    "Provide a description of what is presented in the photo.",
+    "Can you briefly explain what you see in the image?",
+    # plain questions, as people ask them (the paper's VQA templates include the bare "{Question}")
+    "What is in the photo?",
+    "What is in the image?",
+    "What do you see?",
+    "Describe the image.",
+    "Describe the photo.",
 )
 VQA_PROMPTS = (
     "{q}",

@@ -37,12 +37,15 @@ from tqdm.auto import tqdm
 from ..data.registry import REGISTRY, load_instruction_dataset
 from ..data.schema import BadSampleError
 from ..data.synthetic import SYNTHETIC_HELD_IN, SYNTHETIC_HELD_OUT, synthetic_dataset
+from ..generation_instructblip import PAPER_GENERATION_SETTINGS
 from .ranking import VERBALISERS, rank_candidates, score_verbalisers
 from .scoring import score_predictions
 
 __all__ = [
     "PAPER_TABLE1_ORDER",
+    "DatasetResult",
     "EvalTask",
+    "chance_level",
     "evaluate_zero_shot",
     "generation_settings",
     "results_table",
@@ -67,13 +70,7 @@ PAPER_TABLE1_ORDER: tuple[tuple[str, str], ...] = (
 )
 
 # LAVIS defaults (`blip2_t5_instruct.py` / `blip2_vicuna_instruct.py` `generate`, the task configs).
-_GENERATE_DEFAULT: dict[str, Any] = {
-    "num_beams": 5,
-    "max_new_tokens": 256,
-    "min_new_tokens": 1,
-    "repetition_penalty": 1.5,
-    "length_penalty": 1.0,
-}
+_GENERATE_DEFAULT: dict[str, Any] = {k: v for k, v in PAPER_GENERATION_SETTINGS.items() if k != "do_sample"}
 _GENERATE_CAPTIONING: dict[str, Any] = {"num_beams": 5, "max_new_tokens": 80, "min_new_tokens": 10}
 _GENERATE_SHORT_ANSWER: dict[str, Any] = {"num_beams": 5, "max_new_tokens": 10, "min_new_tokens": 1}
 _SHORT_ANSWER_FAMILIES = frozenset({"short_vqa", "knowledge_vqa", "ocr_vqa", "video_qa"})
@@ -237,7 +234,10 @@ def _score(
 
 @dataclass
 class DatasetResult:
-    """One dataset's result (``score`` on the metric's natural scale; the table shows x100 like the paper)."""
+    """One dataset's result (``score`` on the metric's natural scale; the table shows x100 like the paper).
+
+    ``chance`` is what guessing scores on the same scale (`chance_level`), or None where it is not defined.
+    """
 
     dataset: str
     metric: str
@@ -246,6 +246,26 @@ class DatasetResult:
     num_samples: int
     score: float
     predictions: list[str] = field(default_factory=list)
+    chance: float | None = None
+
+
+def chance_level(metric: str, inference: str, candidates: Sequence[Sequence[str]]) -> float | None:
+    """The expected score of guessing, on the metric's scale, so a reader can tell a result from chance.
+
+    Ranking: a uniformly random candidate is right with probability 1/n (accuracy, averaged over the samples), and
+    its expected reciprocal rank is H_n / n (MRR); ROC-AUC of random scores is 0.5. Open generation (VQA accuracy,
+    CIDEr, ...) has no finite set to guess from: None (shown as "-").
+    """
+    if metric == "roc_auc":
+        return 0.5
+    sizes = [len(c) for c in candidates]
+    if inference != "rank" or not sizes or min(sizes) < 1:
+        return None
+    if metric == "accuracy":
+        return sum(1 / n for n in sizes) / len(sizes)
+    if metric == "mrr":
+        return sum(sum(1 / k for k in range(1, n + 1)) / n for n in sizes) / len(sizes)
+    return None
 
 
 def _load(name: str, num_samples: int | None, seed: int) -> datasets.Dataset:
@@ -303,23 +323,29 @@ def evaluate_zero_shot(
             if not isinstance(prediction, str):
                 raise BadSampleError(name, i, f"prediction is {type(prediction).__name__}, not text")
         value = _score(task, dataset, predictions, scores)
+        chance = chance_level(task.metric, task.inference, dataset["candidates"])
         results[name] = DatasetResult(
-            name, task.metric, task.inference, task.held_out, len(dataset), value, predictions
+            name, task.metric, task.inference, task.held_out, len(dataset), value, predictions, chance
         )
     return results
 
 
+def _cell(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
 def results_table(results: Mapping[str, DatasetResult]) -> str:
-    """Markdown table in the layout of the paper's Table 1 (scores x100; held-out datasets first, paper order)."""
+    """Markdown table in the layout of the paper's Table 1 (scores x100; held-out datasets first, paper order).
+
+    Under the model's row: the chance level of each task (`chance_level`; "-" for open generation) and the metric.
+    """
     paper = [(name, title) for name, title in PAPER_TABLE1_ORDER if name in results]
     others = [(name, name) for name in results if name not in dict(PAPER_TABLE1_ORDER)]
     columns = paper + others
     header = "| model | " + " | ".join(title for _, title in columns) + " |"
     rule = "|---|" + "---|" * len(columns)
-    cells = []
-    for name, _ in columns:
-        value = results[name].score
-        cells.append("-" if math.isnan(value) else f"{100 * value:.1f}")
+    cells = [_cell(results[name].score) for name, _ in columns]
+    chance = "| chance level | " + " | ".join(_cell(results[name].chance) for name, _ in columns) + " |"
     metrics = "| metric | " + " | ".join(results[name].metric for name, _ in columns) + " |"
     # A score on another split than the paper's (VizWiz val) says so under the table (`DatasetSpec.results_caveat`).
     caveats = [
@@ -328,7 +354,7 @@ def results_table(results: Mapping[str, DatasetResult]) -> str:
         if name in REGISTRY and REGISTRY[name].results_caveat
     ]
     notes = ["", *caveats] if caveats else []
-    return "\n".join([header, rule, "| this model | " + " | ".join(cells) + " |", metrics, *notes])
+    return "\n".join([header, rule, "| this model | " + " | ".join(cells) + " |", chance, metrics, *notes])
 
 
 def write_results(
