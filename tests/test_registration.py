@@ -75,6 +75,7 @@ def test_saved_folder_carries_its_code(saved):
     for name in (
         "configuration_instructblip.py",
         "modeling_instructblip.py",
+        "generation_instructblip.py",
         "modeling_qformer.py",
         "processing_instructblip.py",
         "image_processing_instructblip.py",
@@ -155,4 +156,4 @@ def test_cli_generate(saved, tmp_path, capsys):
     )
     assert capsys.readouterr().out.strip() == expected[0]
     assert main(["generate", str(path), "--image", str(tmp_path / "missing.png")]) == 2
-    assert "sample 0: image file" in capsys.readouterr().err
+    assert "--image " + str(tmp_path / "missing.png") + ": no such file" in capsys.readouterr().err

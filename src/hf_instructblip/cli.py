@@ -8,14 +8,19 @@ hf-instructblip evaluate my-model --datasets synthetic_yes_no gqa --output-dir r
 hf-instructblip demo
 hf-instructblip train examples/configs/tiny.yaml --training.output_dir outputs/run   # --section.key value overrides
 hf-instructblip push my-model me/my-instructblip --results results   # token: HF_TOKEN or `hf auth login`
+
+Errors are one line naming the file, key or argument; `hf-instructblip --debug <command> ...` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _vision_argument(value: str) -> str | dict:
@@ -62,29 +67,55 @@ def _cmd_convert_tower(args: argparse.Namespace) -> None:
     print(f"Converted {args.tower} -> {path} (transformers EfficientNet, safetensors)")
 
 
+def _image_files(values: list[str]) -> list[str]:
+    for value in values:
+        path = Path(value)
+        if path.is_dir():
+            raise ValueError(f"--image {value} is a directory; give an image file (repeat --image for several).")
+        if not path.exists():
+            raise FileNotFoundError(f"--image {value}: no such file.")
+    return values
+
+
 def _cmd_generate(args: argparse.Namespace) -> None:
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model = AutoModelForImageTextToText.from_pretrained(args.model).eval()
-    processor = AutoProcessor.from_pretrained(args.model)
-    images = [list(args.image)] if len(args.image) > 1 else args.image[0]
-    inputs = processor(images=images, text=args.prompt)
-    with torch.no_grad():
-        output = model.generate(
-            **inputs, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=False
+    from .loading import load_for_inference
+
+    images = _image_files(args.image)
+    model, processor = load_for_inference(args.model)
+    inputs = processor(images=[images] if len(images) > 1 else images[0], text=args.prompt)
+    # unset options come from the model's generation_config.json (this package's folders: the paper's settings)
+    settings = {
+        key: value
+        for key, value in (
+            ("max_new_tokens", args.max_new_tokens),
+            ("min_new_tokens", args.min_new_tokens),
+            ("num_beams", args.num_beams),
         )
-    print(processor.decode_generated(output, inputs["input_ids"])[0])
+        if value is not None
+    }
+    with torch.no_grad():  # LAVIS: the repetition penalty counts generated tokens only, not the prompt's
+        output = model.generate(**inputs, **settings, penalize_prompt=False)
+    answer = processor.decode_generated(output, inputs["input_ids"])[0]
+    if not answer:
+        raise EmptyAnswerError(
+            "the model generated no text for this prompt (only end-of-sequence or special tokens). Try a prompt "
+            "phrased like its training instructions, or --min-new-tokens 3."
+        )
+    print(answer)
+
+
+class EmptyAnswerError(RuntimeError):
+    """`generate` produced nothing to print (exit status 1, a message instead of an empty line)."""
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     from .data.synthetic import SYNTHETIC_HELD_OUT
     from .evaluation.harness import evaluate_zero_shot, results_table, write_results
+    from .loading import load_for_inference
 
-    model = AutoModelForImageTextToText.from_pretrained(args.model).eval()
-    processor = AutoProcessor.from_pretrained(args.model)
+    model, processor = load_for_inference(args.model)
     generation = {k: v for k, v in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens)) if v}
     results = evaluate_zero_shot(
         model,
@@ -110,12 +141,17 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     from .training.run import run_from_config
 
+    if args.config in ("-h", "--help") or any(value in ("-h", "--help") for value in args.overrides):
+        args.parser.print_help()  # `train tiny.yaml --help`: the overrides swallow everything after the file name
+        return
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        run = run_from_config(args.config, args.overrides)
-    except FloatingPointError as error:  # NaN/inf loss: the message names the step; checkpoints are intact
-        print(f"hf-instructblip train: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from error
+    run = run_from_config(args.config, [value for value in args.overrides if value != "--debug"])
+    if run.already_finished:
+        print(
+            f"{run.output_dir} already finished its {run.global_step} steps; nothing to train (raise "
+            "--training.max_steps to train further)."
+        )
+        return
     print(f"Trained {run.global_step} steps (loss {run.training_loss:.4f}); outputs in {run.output_dir}")
 
 
@@ -140,9 +176,59 @@ def _cmd_push(args: argparse.Namespace) -> None:
     print(f"Pushed {args.folder} -> {commit.commit_url}{pull_request}")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and descriptions / epilogs printed as written."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose epilog is made when help is shown (the train sections import transformers: slow to load)."""
+
+    epilog_factory: Callable[[], str] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def format_help(self) -> str:
+        if self.epilog_factory is not None:
+            self.epilog = self.epilog_factory()
+        return super().format_help()
+
+
+def _field_lines(cls: Any, fields: list[Any]) -> list[str]:
+    lines = []
+    for item in fields:
+        default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+        lines.append(f"    {item.name} (default: {default!r}): {item.metadata.get('help', '')}")
+    return lines
+
+
+def _config_sections_help() -> str:
+    """The ``train`` epilog: every key of the model and data sections, and the training section's paper defaults."""
+    from .training.arguments import InstructBlipTrainingArguments
+    from .training.config import SECTIONS
+
+    lines = ["config file sections (YAML or JSON; any key can be overridden with --section.key value):"]
+    for name, cls in SECTIONS.items():
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        lines.append(f"  {name}: {cls.__name__}. {summary}")
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        if cls is InstructBlipTrainingArguments:  # its own defaults; the other TrainingArguments keys as usual
+            fields = [f for f in fields if f.name in vars(InstructBlipTrainingArguments)["__annotations__"]]
+            lines.append(
+                "    every transformers TrainingArguments key (output_dir, max_steps, ...), with these defaults:"
+            )
+        lines.extend(_field_lines(cls, fields))
+    lines.append("Paths of your data files (custom_datasets: source, image_root) are relative to the config file.")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-instructblip", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="hf-instructblip", description=__doc__.split("\n")[0], formatter_class=_HelpFormatter
+    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     build = commands.add_parser(
         "build", help="compose a new InstructBLIP from a vision tower, a Q-Former init and an LLM"
@@ -173,11 +259,16 @@ def build_parser() -> argparse.ArgumentParser:
     tower.set_defaults(func=_cmd_convert_tower)
 
     generate = commands.add_parser("generate", help="answer a prompt about an image (several --image: frames)")
-    generate.add_argument("model", help="saved model folder (model + processor)")
-    generate.add_argument("--image", action="append", required=True, help="image path; repeat for frames")
-    generate.add_argument("--prompt", default="")
-    generate.add_argument("--max-new-tokens", type=int, default=30)
-    generate.add_argument("--num-beams", type=int, default=1)
+    generate.add_argument("model", help="saved model folder (model + processor), a LoRA run's folder, or a Hub id")
+    generate.add_argument("--image", action="append", required=True, help="image file; repeat for video frames")
+    generate.add_argument(
+        "--prompt", default="", help="the instruction, e.g. 'What is in the photo?' (empty: the image alone)"
+    )
+    generate.add_argument(
+        "--max-new-tokens", type=int, default=None, help="default: the model's generation_config.json (paper: 256)"
+    )
+    generate.add_argument("--min-new-tokens", type=int, default=None, help="default: the model's (paper: 1)")
+    generate.add_argument("--num-beams", type=int, default=None, help="default: the model's (paper: 5)")
     generate.set_defaults(func=_cmd_generate)
 
     evaluate = commands.add_parser("evaluate", help="zero-shot evaluation with the paper's protocol and metrics")
@@ -205,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="instruction-tune from a YAML/JSON config (model, data, training)")
     train.add_argument("config", help="YAML or JSON file; see examples/configs/")
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key value, e.g. --training.max_steps 10")
-    train.set_defaults(func=_cmd_train)
+    train.epilog_factory = _config_sections_help  # type: ignore[attr-defined]  # a _Parser
+    train.set_defaults(func=_cmd_train, parser=train)
 
     push = commands.add_parser("push", help="push a model, LoRA adapter or results folder to the Hub with its card")
     push.add_argument("folder", help="model / adapter folder (save_pretrained) or results folder (evaluate)")
@@ -218,16 +310,30 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--base-model", default=None, help="Hub id of the base model (an adapter's base)")
     push.add_argument("--license", default=None, help="license id for the card, e.g. apache-2.0")
     push.set_defaults(func=_cmd_push)
+    for command in commands.choices.values():  # `--debug` after the command too (the top-level value otherwise)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback")
     return parser
+
+
+def _one_line(error: BaseException) -> str:
+    message = " ".join(str(error).split())
+    if isinstance(error, (ValueError, FileNotFoundError, EmptyAnswerError, FloatingPointError)):
+        return message  # our own errors: they name the file, key or argument
+    return f"{type(error).__name__}: {message} (run with --debug for the traceback)"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "train" and "--debug" in args.overrides:
+        args.debug = True
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"hf-instructblip {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:  # one line for the user; --debug re-raises with the traceback
+        if args.debug:
+            raise
+        print(f"hf-instructblip {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        # 1: the run itself failed (NaN loss: checkpoints intact) or gave nothing; 2: bad input
+        return 1 if isinstance(error, (FloatingPointError, EmptyAnswerError)) else 2
     return 0
 
 

@@ -118,6 +118,13 @@ def test_sections_parse_into_the_argument_dataclasses_with_yaml_12_scalars_and_o
         ("training: {}", ["training.max_steps", "3"], r"expected --section.key value"),
         ("training: {}", ["--max_steps", "3"], r"name a section and a key"),
         ("training: {}", ["--training.max_steps"], r"--training.max_steps has no value"),
+        # values transformers accepts but that cannot train, named before anything is loaded
+        ("training: {max_steps: 0}", [], r"training.max_steps must be > 0 \(or -1: train num_train_epochs epochs\)"),
+        ("training: {learning_rate: -1.0e-3}", [], r"training.learning_rate must be > 0, got -0.001"),
+        ("training: {per_device_train_batch_size: 0}", [], r"training.per_device_train_batch_size must be >= 1"),
+        ("training: {gradient_accumulation_steps: 0}", [], r"training.gradient_accumulation_steps must be >= 1"),
+        ("training: {weight_decay: -1}", [], r"training.weight_decay must be >= 0"),
+        ("training: {max_steps: -1, num_train_epochs: 0}", [], r"training.num_train_epochs must be > 0"),
     ],
 )
 def test_bad_configs_are_refused_naming_the_section_and_key(tmp_path, text, overrides, message):
@@ -167,7 +174,7 @@ def test_tiny_example_config_trains_and_saves_everything(tmp_path):
     losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     assert len(losses) == 12 and losses[-1] < losses[0]  # logging_steps 5 over 60 steps; it learns
     with Image.open(out / "loss_curve.png") as png:
-        assert png.format == "PNG" and png.size == (600, 400)
+        assert png.format == "PNG" and png.size == (700, 450)  # loss + chance level, learning rate on a 2nd axis
     assert last_complete_checkpoint(out) == out / "checkpoint-60"  # save_total_limit 1 kept the last one
 
 
@@ -260,3 +267,137 @@ def test_feature_cache_is_built_on_first_use_and_reused(model_dir, tmp_path):
     second = run_from_config(config, ["--training.output_dir", str(tmp_path / "again")])
     assert (cache / MANIFEST_NAME).read_bytes() == manifest  # every image was cached already
     assert math.isfinite(first.training_loss) and second.training_loss == first.training_loss
+
+
+def test_values_that_cannot_train_stop_the_cli_before_the_model_is_built(tmp_path, capsys):
+    """The model folder does not exist: a model built (or loaded) first would fail on that instead."""
+    config = _write_config(tmp_path / "run.yaml", tmp_path / "no-model", tmp_path / "run", training={"max_steps": 0})
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "hf-instructblip train: error: training.max_steps must be > 0" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+# ----- your own data ----------------------------------------------------------------------------------------------
+def test_the_own_data_example_trains_from_any_directory(tmp_path, monkeypatch):
+    """examples/configs/own_data.yaml as shipped; its `source` is relative to the config file, not the cwd."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "own"
+    run = run_from_config(EXAMPLES / "own_data.yaml", ["--training.output_dir", str(out), "--training.max_steps", "2"])
+    assert run.global_step == 2 and math.isfinite(run.training_loss)
+    assert json.loads((out / "train_results.json").read_text())["train_samples"] == 8 + 64  # the JSONL + synthetic
+
+
+def _jsonl_with_bad_images(folder: Path) -> Path:
+    folder.mkdir()
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(folder / "good.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    rows = [
+        {"img": "good.png", "q": "What colour?", "a": "red"},
+        {"img": "broken.jpg", "q": "What colour?", "a": "blue"},
+        {"img": "missing.png", "q": "What colour?", "a": "green"},
+        {"img": "good.png", "q": "What is it?", "a": "a square"},
+    ]
+    (folder / "mine.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    return folder / "mine.jsonl"
+
+
+def _custom(source: Path) -> dict:
+    return {
+        "source": str(source),
+        "task_family": "short_vqa",
+        "columns": {"image": "img", "question": "q", "answer": "a"},
+        "name": "mine",
+    }
+
+
+def test_bad_images_are_named_before_the_first_step(model_dir, tmp_path, capsys):
+    source = _jsonl_with_bad_images(tmp_path / "data")
+    out = tmp_path / "run"
+    config = _write_config(tmp_path / "run.yaml", model_dir, out, data={"custom_datasets": [_custom(source)]})
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("hf-instructblip train: error:")]
+    assert len(lines) == 1, err
+    assert f"dataset 'mine', row 1: image file '{source.parent / 'broken.jpg'}' cannot be decoded" in lines[0]
+    assert "Traceback" not in err and not (out / "trainer_state.json").exists()  # stopped before training
+
+    skipping = _write_config(
+        tmp_path / "skip.yaml",
+        model_dir,
+        out,
+        data={"custom_datasets": [_custom(source)], "on_bad_sample": "skip"},
+        training={"max_steps": 2},
+    )
+    run = run_from_config(skipping)
+    assert run.global_step == 2 and run.bad_samples is not None and run.bad_samples.total == 2
+    report = (out / "bad_samples.txt").read_text()
+    assert f"mine: 1 x image file '{source.parent / 'broken.jpg'}' cannot be decoded" in report
+    assert f"mine: 1 x image file '{source.parent / 'missing.png'}' does not exist (rows 2)" in report
+    assert "(rows 1)" in report
+
+
+def test_an_empty_jsonl_is_one_line(model_dir, tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_text("")
+    config = _write_config(
+        tmp_path / "run.yaml",
+        model_dir,
+        tmp_path / "run",
+        data={"custom_datasets": [_custom(tmp_path / "empty.jsonl")]},
+    )
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"hf-instructblip train: error: to_instruction_dataset: {tmp_path / 'empty.jsonl'} is empty (no rows)." in err
+    )
+    assert "Traceback" not in err
+
+
+# ----- finished runs, LoRA on a fresh base, the loss curve ------------------------------------------------------------
+def test_resuming_a_finished_run_says_so_and_trains_no_further(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    config = _write_config(
+        tmp_path / "run.yaml", model_dir, out, training={"max_steps": 2, "save_strategy": "steps", "save_steps": 2}
+    )
+    assert run_from_config(config).global_step == 2
+    before = _digests(out)
+    assert main(["train", str(config), "--training.resume_from_checkpoint", "true"]) == 0
+    assert "already finished its 2 steps; nothing to train" in capsys.readouterr().out
+    assert _digests(out) == before and not (out / "checkpoint-3").exists()
+    longer = run_from_config(config, ["--training.resume_from_checkpoint", "true", "--training.max_steps", "3"])
+    assert longer.global_step == 3 and not longer.already_finished  # a larger max_steps does train on
+
+
+def test_lora_on_a_base_built_in_the_same_run_saves_the_base_beside_the_adapter(tmp_path, capsys):
+    from hf_instructblip.loading import load_for_inference
+
+    out = tmp_path / "lora"
+    overrides = ["--model.lora_target", "llm", "--training.output_dir", str(out), "--training.max_steps", "2"]
+    run = run_from_config(EXAMPLES / "tiny.yaml", overrides)
+    assert run.global_step == 2
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "base_model" and (out / "base_model" / "config.json").is_file()
+    merged, _ = load_for_inference(out)  # what `generate` loads: base + adapter, merged
+    base, _ = load_for_inference(out / "base_model")
+    assert not torch.equal(
+        merged.language_projection.weight, base.language_projection.weight
+    )  # trained, in the adapter
+    Image.new("RGB", (32, 32), (0, 90, 200)).save(tmp_path / "photo.png")
+    code = main(["generate", str(out), "--image", str(tmp_path / "photo.png"), "--max-new-tokens", "3"])
+    err = capsys.readouterr().err
+    assert code in (0, 1) and "Traceback" not in err and "base model" not in err  # loads; 1: an empty answer
+
+
+def test_the_loss_curve_shows_metrics_in_a_panel_of_their_own(tmp_path):
+    from hf_instructblip.training.loss_curve import chance_loss, plot_loss_curve
+
+    history = [
+        {"step": step, "loss": 10.9 - 0.01 * step, "learning_rate": 1e-4 * min(step, 5) / 5} for step in range(1, 11)
+    ]
+    history += [{"step": 10, "eval_synthetic_vqa_accuracy": 0.25, "eval_synthetic_vqa_loss": 10.7, "eval_runtime": 3}]
+    with Image.open(plot_loss_curve(history, tmp_path / "curve.png", vocab_size=49152)) as png:
+        assert png.size == (700, 650)  # loss, then the metrics below
+    with Image.open(plot_loss_curve(history[:-1], tmp_path / "plain.png", vocab_size=49152)) as png:
+        assert png.size == (700, 450)
+    assert chance_loss(49152) == pytest.approx(10.8027, abs=1e-4)
+    assert plot_loss_curve([{"step": 1, "learning_rate": 1e-4}], tmp_path / "none.png") is None  # no loss logged

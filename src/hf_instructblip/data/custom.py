@@ -11,7 +11,9 @@ train = to_instruction_dataset(
 )
 ```
 
-Image paths in a file are resolved relative to the file's folder (or ``image_root``). Roles per family:
+Image paths in a file are resolved relative to the file's folder (or ``image_root``). Every image of a map-style
+dataset is opened here, before any training (`image_check`): a missing or undecodable file is an error naming the
+dataset, the row and the file, or, with ``on_bad_sample="skip"``, its row is dropped and counted. Roles per family:
 captioning ``image`` + ``captions`` (a caption or a list); ``short_vqa`` / ``knowledge_vqa`` / ``ocr_vqa`` ``image`` +
 ``question`` + ``answer`` or ``answers`` (+ ``ocr_tokens``); ``video_qa`` the same with ``frames`` (a list of frame
 images/paths) instead of ``image``; ``question_generation`` like VQA; ``multiple_choice`` ``image`` + ``question`` +
@@ -24,11 +26,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 
 from .converters import (
+    _images,
     convert_captioning,
     convert_classification,
     convert_conversation,
@@ -37,9 +41,10 @@ from .converters import (
     convert_visual_dialog,
     convert_vqa,
 )
-from .registry import _builder_for, convert_dataset
-from .schema import TASK_FAMILIES, BadSampleReport, OnBadSample
-from .spec import Converter, DatasetSpec
+from .image_check import drop_samples_with_images, find_bad_images
+from .registry import _builder_for, _undecoded, convert_dataset
+from .schema import TASK_FAMILIES, BadSampleError, BadSampleReport, OnBadSample
+from .spec import Converter, ConvertOptions, DatasetSpec
 
 __all__ = ["FAMILY_CONVERTERS", "to_instruction_dataset"]
 
@@ -61,9 +66,43 @@ _RANKED = frozenset({"multiple_choice", "binary", "classification", "visual_dial
 
 
 def _load_file(path: Path) -> datasets.Dataset:
+    if path.is_dir():
+        raise ValueError(f"to_instruction_dataset: {path} is a directory; give a .jsonl/.json/.csv/.parquet file.")
     if not path.is_file():
         raise FileNotFoundError(f"to_instruction_dataset: {path} does not exist.")
-    return datasets.load_dataset(_builder_for(str(path)), data_files=str(path), split="train")
+    if path.suffix.lower() != ".parquet" and not path.read_text(errors="replace").strip():
+        raise ValueError(f"to_instruction_dataset: {path} is empty (no rows).")
+    builder = _builder_for(str(path))
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train")
+    except (datasets.exceptions.DatasetGenerationError, ValueError, StopIteration) as error:
+        reason = " ".join(str(error.__cause__ or error).split()) or type(error).__name__
+        raise ValueError(f"to_instruction_dataset: cannot read {path} as {builder}: {reason}") from error
+
+
+@dataclass
+class _Recorder(BadSampleReport):
+    """Keeps the conversion's skipped rows, to count them in the caller's report unless already counted."""
+
+    errors: list[BadSampleError] = field(default_factory=list)
+
+    def add(self, error: BadSampleError) -> None:
+        self.errors.append(error)
+
+
+def _checked_images(
+    source: datasets.Dataset, spec: DatasetSpec, options: ConvertOptions, on_bad_sample: OnBadSample, report
+) -> dict[int, set[str]]:
+    """Open every row's images (resolved as the conversion resolves them); the bad rows and their images' keys."""
+
+    def rows():
+        for index, row in enumerate(_undecoded(source)):
+            try:
+                yield index, _images(row, spec, options)
+            except ValueError:
+                continue  # no image column / value: the conversion names this row
+
+    return find_bad_images(rows(), spec.name, len(source), on_bad_sample, report)
 
 
 def to_instruction_dataset(
@@ -106,9 +145,11 @@ def to_instruction_dataset(
     if task_family == "classification" and not candidates:
         raise ValueError("to_instruction_dataset: task_family='classification' needs `candidates` (the class names).")
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+        path = Path(source).expanduser()
         source = _load_file(path)
         image_root = image_root if image_root is not None else path.parent
+    if isinstance(source, datasets.Dataset) and len(source) == 0:
+        raise ValueError(f"to_instruction_dataset: dataset {name!r} has no rows.")
     spec = DatasetSpec(
         name=name,
         task_family=task_family,
@@ -124,12 +165,22 @@ def to_instruction_dataset(
         convert=FAMILY_CONVERTERS[task_family],
         candidates=tuple(candidates or ()),
     )
-    return convert_dataset(
+    bad_rows: dict[int, set[str]] = {}
+    if isinstance(source, datasets.Dataset):  # a stream is not read ahead: its images are checked when drawn
+        bad_rows = _checked_images(source, spec, ConvertOptions(image_root=image_root), on_bad_sample, report)
+    recorder = _Recorder()
+    converted = convert_dataset(
         source,
         spec,
         seed=seed,
         zero_shot=zero_shot_prompt is not None,
         on_bad_sample=on_bad_sample,
-        report=report,
+        report=recorder,
         image_root=image_root,
     )
+    for error in recorder.errors:
+        if report is not None and error.index not in bad_rows:  # a row with a bad image is counted once
+            report.add(error)
+    if not bad_rows:
+        return converted
+    return drop_samples_with_images(converted, set().union(*bad_rows.values()))  # type: ignore[arg-type]

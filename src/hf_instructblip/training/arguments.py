@@ -77,6 +77,38 @@ class InstructBlipTrainingArguments(TrainingArguments):
         default=True, metadata={"help": "Freeze vision tower and LLM; train Q-Former, queries, projection, ln_vision."}
     )
 
+    def __post_init__(self) -> None:
+        _check_hyperparameters(self)  # before TrainingArguments' own set-up, and long before a model is built
+        super().__post_init__()
+
+
+#: (key, test, what the value must be): values `TrainingArguments` accepts but that cannot train.
+_HYPERPARAMETER_RULES: tuple[tuple[str, Any, str], ...] = (
+    ("learning_rate", lambda v: v > 0, "> 0"),
+    ("per_device_train_batch_size", lambda v: v >= 1, ">= 1"),
+    ("per_device_eval_batch_size", lambda v: v >= 1, ">= 1"),
+    ("gradient_accumulation_steps", lambda v: v >= 1, ">= 1"),
+    ("max_steps", lambda v: v > 0 or v == -1, "> 0 (or -1: train num_train_epochs epochs)"),
+    ("weight_decay", lambda v: v >= 0, ">= 0"),
+    ("warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("adam_beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("adam_beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("adam_epsilon", lambda v: v > 0, "> 0"),
+    ("max_grad_norm", lambda v: v >= 0, ">= 0 (0: no clipping)"),
+    ("logging_steps", lambda v: v > 0, "> 0"),
+    ("save_steps", lambda v: v > 0, "> 0"),
+)
+
+
+def _check_hyperparameters(args: TrainingArguments) -> None:
+    """Refuse values that cannot train, naming the config key (``training.<key>``)."""
+    for key, valid, requirement in _HYPERPARAMETER_RULES:
+        value = getattr(args, key)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
+            raise ValueError(f"training.{key} must be {requirement}, got {value!r}.")
+    if args.max_steps == -1 and not args.num_train_epochs > 0:
+        raise ValueError(f"training.num_train_epochs must be > 0 (or set max_steps), got {args.num_train_epochs!r}.")
+
 
 @dataclass
 class ModelArguments:

@@ -13,6 +13,9 @@ training:   # InstructBlipTrainingArguments: transformers' TrainingArguments wit
 
 The argument classes are in `training.arguments`. ``--section.key value`` overrides on the command line
 (`apply_overrides`) are applied before parsing; an unknown section or key is named with the closest known one.
+Your data files in the file (``data.custom_datasets``' ``source`` and ``image_root``) are relative to the config
+file's folder, so a config and its data move together; paths given as overrides, ``output_dir`` and model folders are
+relative to the current directory.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from transformers.hf_argparser import string_to_bool
 
 from .arguments import DataArguments, InstructBlipTrainingArguments, ModelArguments
 
-__all__ = ["SECTIONS", "apply_overrides", "load_config", "parse_config"]
+__all__ = ["SECTIONS", "apply_overrides", "load_config", "parse_config", "resolve_data_paths"]
 
 SECTIONS: dict[str, Any] = {
     "model": ModelArguments,
@@ -82,6 +85,24 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     config = config if config is not None else {}
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a mapping with sections {list(SECTIONS)}, got {type(config).__name__}.")
+    return config
+
+
+#: Keys of a ``data.custom_datasets`` entry that are paths, resolved against the config file's folder.
+_DATA_PATH_KEYS = ("source", "image_root")
+
+
+def resolve_data_paths(config: dict[str, Any], folder: str | os.PathLike) -> dict[str, Any]:
+    """Make the relative ``source`` / ``image_root`` of every ``data.custom_datasets`` entry relative to ``folder``."""
+    data = config.get("data")
+    entries = data.get("custom_datasets") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return config
+    for entry in entries:
+        for key in _DATA_PATH_KEYS:
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                entry[key] = str(Path(folder) / value)
     return config
 
 
@@ -166,7 +187,7 @@ def parse_config(
             argument class's own validation error (prefixed with the section).
         FileNotFoundError: No such config file.
     """
-    config = apply_overrides(load_config(path), overrides)
+    config = apply_overrides(resolve_data_paths(load_config(path), Path(path).parent), overrides)
     unknown = sorted(set(config) - set(SECTIONS))
     if unknown:
         raise ValueError(f"{path}: unknown section(s) {unknown}; expected {list(SECTIONS)}.")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -30,8 +31,10 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from ..data.schema import BadSampleReport
+from ..loading import ADAPTER_BASE_FOLDER
 from .arguments import SYNTHETIC_GROUPS, DataArguments, InstructBlipTrainingArguments, ModelArguments
 from .config import parse_config
+from .loss_curve import plot_loss_curve
 
 __all__ = [
     "TrainRunOutput",
@@ -51,8 +54,15 @@ BAD_SAMPLES_FILE = "bad_samples.txt"
 
 
 # ----- model ------------------------------------------------------------------------------------------------------
-def load_model_and_processor(model_args: ModelArguments) -> tuple[Any, Any]:
-    """The model (in ``model_args.dtype``, LoRA applied when asked) and its processor."""
+def load_model_and_processor(
+    model_args: ModelArguments, save_base_to: str | os.PathLike | None = None
+) -> tuple[Any, Any]:
+    """The model (in ``model_args.dtype``, LoRA applied when asked) and its processor.
+
+    With LoRA on a model built from parts, the adapter's base exists nowhere else: it is saved to ``save_base_to``
+    (the main process passes ``output_dir/base_model``) and the adapter config names it relatively, so the run's
+    folder loads (`loading.load_for_inference`, ``hf-instructblip generate``).
+    """
     from ..building import build_model, resolve_part
     from ..modeling_instructblip import InstructBlipForConditionalGeneration
     from ..processing_instructblip import HfInstructBlipProcessor
@@ -76,6 +86,9 @@ def load_model_and_processor(model_args: ModelArguments) -> tuple[Any, Any]:
             seed=model_args.build_seed,
         )
         model, processor = built.model.to(dtype), built.processor
+        if model_args.lora_target is not None and save_base_to is not None:
+            model.save_pretrained(save_base_to)
+            processor.save_pretrained(save_base_to)
     if model_args.lora_target is not None:
         from .lora import apply_lora
 
@@ -86,6 +99,9 @@ def load_model_and_processor(model_args: ModelArguments) -> tuple[Any, Any]:
             lora_alpha=model_args.lora_alpha,
             lora_dropout=model_args.lora_dropout,
         )
+        if model_args.model_name_or_path is None:
+            for config in model.peft_config.values():
+                config.base_model_name_or_path = ADAPTER_BASE_FOLDER  # relative to the adapter folder
     return model, processor
 
 
@@ -170,39 +186,6 @@ def _feature_cache(
 
 
 # ----- outputs ----------------------------------------------------------------------------------------------------
-def plot_loss_curve(log_history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path | None:
-    """Plot the training loss (and every eval loss) against the step from ``trainer.state.log_history``.
-
-    Returns the PNG's path, or None (with a warning) when nothing was logged (raise ``logging_steps``'s frequency).
-    """
-    from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
-
-    series: dict[str, list[tuple[int, float]]] = {}
-    for entry in log_history:
-        for key, value in entry.items():
-            if key == "loss" or (key.startswith("eval_") and key.endswith("loss")):
-                series.setdefault("train" if key == "loss" else key[: -len("_loss")], []).append(
-                    (entry["step"], value)
-                )
-    if not series:
-        logger.warning("No loss was logged (logging_steps > max_steps?); no loss curve written.")
-        return None
-    figure = Figure(figsize=(6, 4), dpi=100)
-    axes = figure.subplots()
-    for label, points in series.items():
-        steps, losses = zip(*points)
-        axes.plot(steps, losses, marker="o" if len(points) < 30 else None, label=label)
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss")
-    axes.set_title("InstructBLIP instruction tuning")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, format="png")
-    return path
-
-
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
@@ -242,6 +225,21 @@ def _resume_checkpoint(training_args: InstructBlipTrainingArguments) -> str | No
     return str(value)
 
 
+def _finished_run(training_args: InstructBlipTrainingArguments, checkpoint: Path) -> TrainOutput | None:
+    """The run's result if it already reached its last step (its checkpoint's or final ``trainer_state.json``):
+    resuming it would train past its end and overwrite the saved model."""
+    for path in (Path(str(training_args.output_dir)) / TRAINER_STATE_FILE, checkpoint / TRAINER_STATE_FILE):
+        try:
+            state = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+        target = training_args.max_steps if training_args.max_steps > 0 else state.get("max_steps", 0)
+        if target and state.get("global_step", 0) >= target:
+            losses = [entry["train_loss"] for entry in state.get("log_history", []) if "train_loss" in entry]
+            return TrainOutput(state["global_step"], losses[-1] if losses else math.nan, {})
+    return None
+
+
 @dataclass
 class TrainRunOutput:
     """What `train` returns: the Trainer's `TrainOutput` and where the run's outputs are."""
@@ -251,6 +249,7 @@ class TrainRunOutput:
     loss_curve: Path | None = None
     eval_metrics: dict[str, float] = field(default_factory=dict)
     bad_samples: BadSampleReport | None = None
+    already_finished: bool = False
 
     @property
     def global_step(self) -> int:
@@ -299,12 +298,16 @@ def train(
 
     output_dir = Path(str(training_args.output_dir))
     checkpoint = _resume_checkpoint(training_args)  # fail before any expensive work
-    model, processor = load_model_and_processor(model_args)
+    if checkpoint is not None and (finished := _finished_run(training_args, Path(checkpoint))) is not None:
+        logger.info("%s already finished its %d steps; nothing to train.", output_dir, finished.global_step)
+        return TrainRunOutput(finished, output_dir, already_finished=True)
     report = BadSampleReport() if data_args.on_bad_sample == "skip" else None
-    with training_args.main_process_first(desc="loading datasets"):
+    with training_args.main_process_first(desc="loading datasets"):  # user data is checked before the model build
         parts, evals = load_datasets(data_args, seed=data_args.synthetic_seed, report=report)
     if report is not None:
         _report_bad_samples(report, output_dir, training_args.should_save)
+    base_dir = output_dir / ADAPTER_BASE_FOLDER if training_args.should_save else None
+    model, processor = load_model_and_processor(model_args, save_base_to=base_dir)
 
     collator_kwargs: dict[str, Any] = {
         "max_instruction_length": data_args.max_instruction_length,
@@ -367,7 +370,10 @@ def _finish(
     trainer.save_state()
     loss_curve = None
     if trainer.is_world_process_zero():
-        loss_curve = plot_loss_curve(trainer.state.log_history, output_dir / LOSS_CURVE_FILE)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model = model.get_base_model() if hasattr(model, "get_base_model") else model  # LoRA: the PeftModel's base
+        vocab_size = model.config.text_config.vocab_size  # the chance level is ln(vocab_size)
+        loss_curve = plot_loss_curve(trainer.state.log_history, output_dir / LOSS_CURVE_FILE, vocab_size)
         logger.info("Saved the trained model, processor and loss curve to %s", output_dir)
     return TrainRunOutput(result, output_dir, loss_curve, eval_metrics, report)
 

@@ -95,6 +95,10 @@ class InstructBlipTrainer(Trainer):
         self.zero_shot_datasets = zero_shot_datasets
         self.zero_shot_generation = dict(zero_shot_generation or {})
         super().__init__(model=model, args=args, **kwargs)
+        if self.label_smoother is not None and self.compute_loss_func is None:
+            # Trainer shifts the labels for its smoother only for classes in its causal-LM mapping, which ours is not
+            # in: each position would be scored on its own input token. Our loss function shifts for causal LLMs.
+            self.compute_loss_func = self._label_smoothed_loss
         if isinstance(self.data_collator, InstructBlipDataCollator):
             self.add_callback(_CollatorEpoch(self.data_collator))
 
@@ -177,6 +181,29 @@ class InstructBlipTrainer(Trainer):
         metrics = {f"{prefix}_{name}_{result.metric}": result.score for name, result in results.items()}
         metrics[f"{prefix}_zero_shot_average"] = sum(r.score for r in results.values()) / len(results)
         return metrics
+
+    def _decoder_only(self) -> bool:
+        return bool(self.accelerator.unwrap_model(self.model).config.use_decoder_only_language_model)
+
+    def _label_smoothed_loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        """``label_smoothing_factor``'s loss, each label scored at the position that predicts it (causal: shifted)."""
+        assert self.label_smoother is not None  # only installed with one
+        return self.label_smoother(
+            outputs, labels, shift_labels=self._decoder_only(), num_items_in_batch=num_items_in_batch
+        )
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        """`Trainer.compute_loss`; an encoder-decoder LLM gets its decoder inputs from the labels even when the
+        label-smoothing loss takes the labels away from the model."""
+        smoothing = self.compute_loss_func == self._label_smoothed_loss and "labels" in inputs
+        if smoothing and "decoder_input_ids" not in inputs and not self._decoder_only():
+            llm = self.accelerator.unwrap_model(model)
+            llm = (llm.get_base_model() if _is_peft_model(llm) else llm).language_model
+            decoder_input_ids = llm.prepare_decoder_input_ids_from_labels(labels=inputs["labels"])
+            inputs = {**inputs, "decoder_input_ids": decoder_input_ids}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
