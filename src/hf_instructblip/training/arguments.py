@@ -116,12 +116,17 @@ class ModelArguments:
 
     Args:
         model_name_or_path: A saved InstructBLIP folder (ours or transformers' layout) with its processor.
-        vision: Build from parts: a vision model folder, or a config dict with ``model_type`` (random weights).
-        qformer: Build from parts: a BERT folder, a saved InstructBLIP (its Q-Former is copied), or a Q-Former config
-            dict (random weights; ``vocab_size`` defaults to the Q-Former tokenizer's size).
-        qformer_tokenizer: Q-Former tokenizer folder (default: the ``qformer`` folder).
-        llm: Build from parts: an LLM folder, or a config dict with ``model_type`` (random weights, tokenizer from
-            ``llm_tokenizer``; ``vocab_size`` and the special token ids default to the tokenizer's).
+        vision: Build from parts: a vision model folder, a BLIP-2 folder (its ViT), or a config dict with
+            ``model_type`` (random weights).
+        qformer: Build from parts: a BERT folder, a saved InstructBLIP (its Q-Former is copied), a BLIP-2 folder (its
+            Q-Former and query tokens, as the paper starts), or a Q-Former config dict (random weights;
+            ``vocab_size`` defaults to the Q-Former tokenizer's size).
+        qformer_text: For a BLIP-2 stage-2 ``qformer``: the stage-1 (``Blip2ForImageTextRetrieval``) or BERT folder
+            its missing text parts (word/position embeddings, text FFN) come from.
+        qformer_tokenizer: Q-Former tokenizer folder (default: the ``qformer`` folder; BLIP-2: ``qformer_text``'s).
+        llm: Build from parts: an LLM folder, a BLIP-2 stage-2 folder (its LLM, and its projection is kept), or a
+            config dict with ``model_type`` (random weights, tokenizer from ``llm_tokenizer``; ``vocab_size`` and
+            the special token ids default to the tokenizer's).
         llm_tokenizer: The tokenizer of a random ``llm`` config.
         llm_gguf_file: GGUF file name inside ``llm`` / ``llm_tokenizer`` (automatic for ``shipped:smollm2``).
         num_query_tokens: Build from parts: visual tokens per image.
@@ -140,7 +145,10 @@ class ModelArguments:
 
     model_name_or_path: str | None = field(default=None, metadata={"help": "A saved InstructBLIP folder."})
     vision: dict | str | None = field(default=None, metadata={"help": "Vision folder or config dict (random)."})
-    qformer: dict | str | None = field(default=None, metadata={"help": "BERT / InstructBLIP folder or config dict."})
+    qformer: dict | str | None = field(
+        default=None, metadata={"help": "BERT / BLIP-2 / InstructBLIP folder or config dict."}
+    )
+    qformer_text: str | None = field(default=None, metadata={"help": "BLIP-2 stage-1 / BERT folder: text parts."})
     qformer_tokenizer: str | None = field(default=None, metadata={"help": "Q-Former tokenizer folder."})
     llm: dict | str | None = field(default=None, metadata={"help": "LLM folder or config dict (random)."})
     llm_tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer of a random `llm` config."})
@@ -159,6 +167,8 @@ class ModelArguments:
         parts = {"vision": self.vision, "qformer": self.qformer, "llm": self.llm}
         if self.model_name_or_path is not None and any(v is not None for v in parts.values()):
             raise ValueError("model: give either `model_name_or_path` or the parts (`vision`, `qformer`, `llm`).")
+        if self.model_name_or_path is not None and self.qformer_text is not None:
+            raise ValueError("model: `qformer_text` completes a BLIP-2 `qformer` when building from parts.")
         if self.model_name_or_path is None:
             missing = [name for name, value in parts.items() if value is None]
             if missing:

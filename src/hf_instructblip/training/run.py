@@ -80,6 +80,7 @@ def load_model_and_processor(
             llm_tokenizer=model_args.llm_tokenizer,
             llm_gguf_file=model_args.llm_gguf_file,
             qformer_tokenizer=model_args.qformer_tokenizer,
+            qformer_text=model_args.qformer_text,
             num_query_tokens=model_args.num_query_tokens,
             cross_attention_frequency=model_args.cross_attention_frequency,
             vision_feature_layer=model_args.vision_feature_layer,
