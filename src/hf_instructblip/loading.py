@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ADAPTER_BASE_FOLDER", "ModelLoadError", "load_for_inference", "resolve_adapter_base"]
+__all__ = ["ADAPTER_BASE_FOLDER", "ModelLoadError", "check_model_folder", "load_for_inference", "resolve_adapter_base"]
 
 #: Where `train` saves a freshly built base model next to a LoRA adapter (the adapter config names it relatively).
 ADAPTER_BASE_FOLDER = "base_model"
@@ -79,6 +79,21 @@ def _load_adapter(folder: Path) -> tuple[Any, Any]:
     return model, processor
 
 
+def check_model_folder(path: str | os.PathLike) -> None:
+    """Raise `ModelLoadError` if ``path`` is no loadable model folder: missing (and no Hub id), a file, no
+    ``config.json``, or a truncated/corrupt ``*.safetensors`` file. A Hub id that is not a local folder passes."""
+    folder = Path(path)
+    if not folder.exists():
+        if _HUB_ID.match(str(path)):
+            return
+        raise ModelLoadError(f"model folder {str(path)!r} does not exist.")
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder} is a file; give the model folder (with config.json and the weights).")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder} holds no config.json: not a saved model folder (save_pretrained writes one).")
+    _check_weights(folder)
+
+
 def load_for_inference(path: str | os.PathLike) -> tuple[Any, Any]:
     """The model (in eval mode) and processor saved in ``path``: a model folder, a LoRA adapter folder, or a Hub id.
 
@@ -92,14 +107,12 @@ def load_for_inference(path: str | os.PathLike) -> tuple[Any, Any]:
             raise ModelLoadError(f"model folder {str(path)!r} does not exist.")
         try:
             return _load_folder(str(path))
-        except OSError as error:  # offline, not found, gated: transformers says which in its first line
+        except (OSError, ValueError) as error:  # offline, not found, gated: transformers says which, first line
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ModelLoadError(f"{path!r} is no local folder and cannot be loaded from the Hub: {reason}") from error
-    if not folder.is_dir():
-        raise ModelLoadError(f"{folder} is a file; give the model folder (with config.json and the weights).")
+            raise ModelLoadError(
+                f"model folder {str(path)!r} does not exist, and loading it as a Hub repo failed: {reason}"
+            ) from error
     if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
         return _load_adapter(folder)
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(f"{folder} holds no config.json: not a saved model folder (save_pretrained writes one).")
-    _check_weights(folder)
+    check_model_folder(folder)
     return _load_folder(str(folder))

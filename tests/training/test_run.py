@@ -401,3 +401,20 @@ def test_the_loss_curve_shows_metrics_in_a_panel_of_their_own(tmp_path):
         assert png.size == (700, 450)
     assert chance_loss(49152) == pytest.approx(10.8027, abs=1e-4)
     assert plot_loss_curve([{"step": 1, "learning_rate": 1e-4}], tmp_path / "none.png") is None  # no loss logged
+
+
+def test_a_missing_or_truncated_model_folder_is_one_line(model_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for file in model_dir.iterdir():
+        if file.is_file():
+            (broken / file.name).write_bytes(file.read_bytes())
+    (broken / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes()[:6])
+    for folder, message in [
+        (tmp_path / "missing", f"model.model_name_or_path: model folder '{tmp_path / 'missing'}' does not exist."),
+        (broken, f"model.model_name_or_path: cannot read {broken / 'model.safetensors'}: "),
+    ]:
+        config = _write_config(tmp_path / "run.yaml", folder, tmp_path / "run", training={})
+        assert main(["train", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert f"hf-instructblip train: error: {message}" in err and "Traceback" not in err

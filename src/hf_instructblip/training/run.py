@@ -31,7 +31,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from ..data.schema import BadSampleReport
-from ..loading import ADAPTER_BASE_FOLDER
+from ..loading import ADAPTER_BASE_FOLDER, ModelLoadError, check_model_folder
 from .arguments import SYNTHETIC_GROUPS, DataArguments, InstructBlipTrainingArguments, ModelArguments
 from .config import parse_config
 from .loss_curve import plot_loss_curve
@@ -70,6 +70,10 @@ def load_model_and_processor(
     dtype = getattr(torch, model_args.dtype)
     if model_args.model_name_or_path is not None:
         path = resolve_part(model_args.model_name_or_path)
+        try:
+            check_model_folder(path)
+        except ModelLoadError as error:
+            raise ModelLoadError(f"model.model_name_or_path: {error}") from error
         model = InstructBlipForConditionalGeneration.from_pretrained(path, dtype=dtype)
         processor = HfInstructBlipProcessor.from_pretrained(path)
     else:
