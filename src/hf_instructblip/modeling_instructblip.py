@@ -82,6 +82,15 @@ class InstructBlipForConditionalGenerationModelOutput(ModelOutput):
     language_model_outputs: ModelOutput | None = None
 
 
+def _unsharded_class(cls: type) -> type:
+    """``cls`` itself, or for a module FSDP2 sharded (an instance of ``FSDP<Name>(FSDPModule, <Name>)``) ``<Name>``."""
+    if not torch.distributed.is_available():
+        return cls
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(base for base in cls.__mro__ if not issubclass(base, FSDPModule))
+
+
 class InstructBlipPreTrainedModel(PreTrainedModel):
     config: InstructBlipConfig
     config_class = InstructBlipConfig
@@ -171,6 +180,15 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """As `PreTrainedModel.save_pretrained`; with remote code, `AutoModel` is mapped too (next to the auto class)."""
+        sharded_class, plain_class = type(self), _unsharded_class(type(self))
+        if plain_class is not sharded_class:
+            # FSDP2's fully_shard made this an instance of torch's subclass FSDP<Name>: the remote code written next
+            # to the weights would be torch's FSDP files, and auto_map would name that class.
+            self.__class__ = plain_class
+            try:
+                return self.save_pretrained(save_directory, *args, **kwargs)
+            finally:
+                self.__class__ = sharded_class
         if self._auto_class is not None:
             entry = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": entry}

@@ -95,6 +95,7 @@ class InstructBlipTrainer(Trainer):
         self.zero_shot_datasets = zero_shot_datasets
         self.zero_shot_generation = dict(zero_shot_generation or {})
         super().__init__(model=model, args=args, **kwargs)
+        self._check_engine_enabled()
         if self.label_smoother is not None and self.compute_loss_func is None:
             # Trainer shifts the labels for its smoother only for classes in its causal-LM mapping, which ours is not
             # in: each position would be scored on its own input token. Our loss function shifts for causal LLMs.
@@ -120,6 +121,16 @@ class InstructBlipTrainer(Trainer):
     def get_test_dataloader(self, test_dataset: Any) -> Any:
         with self._evaluation_collator():
             return super().get_test_dataloader(test_dataset)
+
+    def _check_engine_enabled(self) -> None:
+        """accelerate drops an FSDP config on CPU processes (``AcceleratorState.__init__`` enables FSDP on accelerators
+        only) and `Trainer` then trains with plain DDP: refuse, rather than train unsharded without a word."""
+        if self.args.fsdp_plugin_args is not None and not (self.is_fsdp_enabled or self.is_fsdp_xla_enabled):
+            raise ValueError(
+                f"fsdp is set, but accelerate did not enable FSDP ({self.accelerator.distributed_type}): it does so "
+                "only on accelerators (CUDA, XPU, NPU, ...), and this run would train with plain DDP, unsharded. "
+                "Run on GPUs, or drop training.fsdp / fsdp_config to train with DDP on CPU."
+            )
 
     @staticmethod
     def _check_precision(model: Any, args: InstructBlipTrainingArguments) -> None:
