@@ -103,9 +103,10 @@ FLANT5_XL = {
 #: LLM name -> (text config, image token id: the first id past the tokenizer's own tokens)
 PAPER_LLMS = {"vicuna7b": (VICUNA_7B, 32000), "flant5xl": (FLANT5_XL, 32100)}
 
+# Three different widths (vision 48, Q-Former 32, LLM 64), so that a width taken from the wrong part fails.
 TINY_VISION = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
+    "hidden_size": 48,
+    "intermediate_size": 96,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "image_size": 30,
@@ -113,9 +114,9 @@ TINY_VISION = {
 }
 TINY_QFORMER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
 TINY_QFORMER |= {"cross_attention_frequency": 2, "vocab_size": 50}
-TINY_LLAMA = {**VICUNA_7B, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
+TINY_LLAMA = {**VICUNA_7B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
 TINY_LLAMA |= {"num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 100}
-TINY_T5 = {**FLANT5_XL, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 2}
+TINY_T5 = {**FLANT5_XL, "d_model": 64, "d_kv": 8, "d_ff": 128, "num_layers": 2, "num_decoder_layers": 2}
 TINY_T5 |= {"num_heads": 4, "vocab_size": 100}
 TINY_LLMS = {"vicuna7b": (TINY_LLAMA, 99), "flant5xl": (TINY_T5, 99)}
 
