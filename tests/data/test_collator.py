@@ -333,6 +333,17 @@ def test_training_crops_are_seeded_and_reproducible(processor):
     assert torch.equal(_pixels(collator), first)
 
 
+def test_a_sample_gets_its_crop_whatever_batch_it_is_in(processor):
+    """Gradient accumulation and multi-process training split a batch: the crops must not change with the split."""
+    collator = InstructBlipDataCollator(processor, decoder_only=True)
+    whole = _pixels(collator)
+    split = torch.cat([_pixels(collator, SAMPLES[:1]), _pixels(collator, SAMPLES[1:])])
+    assert torch.equal(split, whole)
+    assert torch.equal(_pixels(collator, SAMPLES[::-1]), whole.flip(0))  # nor with the order
+    twice = _pixels(collator, [SAMPLES[0], SAMPLES[0]])
+    assert torch.equal(twice[0], whole[0]) and not torch.equal(twice[1], twice[0])  # a repeat is cropped anew
+
+
 def test_training_transform_is_crop_then_flip(processor):
     """A crop of the whole image is the plain resize: with it, hflip=1 mirrors the evaluation pixels exactly and
     hflip=0 gives them unchanged."""

@@ -21,11 +21,11 @@ Text lengths, as LAVIS (``max_txt_len=128``, ``max_output_txt_len=256``):
 
 Images: by default LAVIS' training transform, a random resized crop (area 0.5-1) and a horizontal flip with
 probability ``hflip`` (`image_processing_instructblip.RandomResizedCrop`); evaluation uses the plain resize
-(`for_evaluation`, which `InstructBlipTrainer` uses for its eval loss). The crops are a pure function of ``(seed,
-epoch, the batch's content, position in the batch)``: no global random state, so the same batches give the same
-crops in any process or dataloader worker and after a resume from a checkpoint (which replays the same batches);
-`InstructBlipTrainer` sets the epoch at the start of each (`set_epoch`), so a sample is cropped anew every epoch.
-A sample drawn twice into identical batches of one epoch (batch size 1 with repeats) gets the same crop.
+(`for_evaluation`, which `InstructBlipTrainer` uses for its eval loss). A sample's crop is a pure function of
+``(seed, epoch, the sample's content)``: no global random state and nothing about the batch it sits in, so any
+split of a batch into micro-batches or processes, any dataloader worker and a resume from a checkpoint give the same
+crops; `InstructBlipTrainer` sets the epoch at the start of each (`set_epoch`), so a sample is cropped anew every
+epoch. A sample drawn twice in one epoch gets the same crop (twice in one batch: two different ones).
 
 With a ``feature_cache`` (`data.VisionFeatureCache`), batches carry the cached frozen vision features as
 ``image_embeds`` (``(B, N, D)``, or ``(B, T, N, D)`` for ``T`` images/frames) instead of ``pixel_values``. The cache
@@ -66,18 +66,16 @@ def _special_tokens_around_text(tokenizer: Any) -> tuple[int, int]:
     raise ValueError("InstructBlipDataCollator: the LLM tokenizer's special tokens change the text's own tokens.")
 
 
-def _batch_digest(samples: Sequence[Mapping[str, Any]]) -> bytes:
-    """A digest of the batch's content: images (decoded pixels, as the feature cache keys them) and texts."""
+def _sample_digest(sample: Mapping[str, Any], index: int) -> bytes:
+    """A digest of one sample's content: its images (decoded pixels, as the feature cache keys them) and texts."""
     digest = hashlib.blake2b(digest_size=16)
-    for i, sample in enumerate(samples):
-        for key in ("instruction", "target"):
-            digest.update(str(sample.get(key, "")).encode() + b"\0")
-        for t, image in enumerate(sample["images"]):
-            try:
-                digest.update(VisionFeatureCache.image_key(image).encode())
-            except (TypeError, ValueError, OSError) as error:
-                raise ValueError(f"InstructBlipDataCollator: batch sample {i} image {t}: {error}") from error
-        digest.update(b"\1")
+    for key in ("instruction", "target"):
+        digest.update(str(sample.get(key, "")).encode() + b"\0")
+    for t, image in enumerate(sample["images"]):
+        try:
+            digest.update(VisionFeatureCache.image_key(image).encode())
+        except (TypeError, ValueError, OSError) as error:
+            raise ValueError(f"InstructBlipDataCollator: batch sample {index} image {t}: {error}") from error
     return digest.digest()
 
 
@@ -215,11 +213,14 @@ class InstructBlipDataCollator:
         images = [list(s["images"]) for s in samples]
         if self._train_transform is None:
             return self.processor.pixel_values(images, **self.image_kwargs)
-        prefix = f"{self.seed}/{self.epoch}/".encode() + _batch_digest(samples)
-        seeds = [
-            int.from_bytes(hashlib.blake2b(prefix + i.to_bytes(4, "little"), digest_size=8).digest(), "little")
-            for i in range(len(samples))
-        ]
+        prefix = f"{self.seed}/{self.epoch}/".encode()
+        seen: dict[bytes, int] = {}  # a sample repeated within the batch gets a crop per occurrence
+        seeds = []
+        for i, sample in enumerate(samples):
+            key = _sample_digest(sample, i)
+            seen[key] = seen.get(key, -1) + 1
+            material = prefix + key + seen[key].to_bytes(4, "little")
+            seeds.append(int.from_bytes(hashlib.blake2b(material, digest_size=8).digest(), "little"))
         return self.processor.pixel_values(
             images, train_transform=self._train_transform, seeds=seeds, **self.image_kwargs
         )
