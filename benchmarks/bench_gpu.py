@@ -10,8 +10,8 @@ Llama (32 layers, 4096, 32 heads, FFN 11008, vocabulary 32001) or a FlanT5-XL-sh
 2048, 24 + 24 layers, 32 heads of 64, FFN 5120, vocabulary 32128). For each LLM, one after the other:
 
 1. **ours**: `InstructBlipForConditionalGeneration` built directly on the GPU in bf16 (no fp32 CPU initialisation of
-   7B parameters), SDPA attention, then the fast path (`hold_frozen_parts_in_bf16`): the frozen vision tower and LLM
-   stay in bf16, the trained parts (Q-Former, query tokens, projection, vision LayerNorm) go to fp32;
+   7B parameters), SDPA attention, then the fast path (``model.hold_frozen_in(torch.bfloat16)``): the frozen vision
+   tower and LLM stay in bf16, the trained parts (Q-Former, query tokens, projection, vision LayerNorm) go to fp32;
 2. **transformers**: transformers' own ``InstructBlipForConditionalGeneration``, built on the GPU in bf16, SDPA, all
    of it in bf16 (its trained parts too), loaded with ours' state dict (every key, strict); both models must give
    the same eval loss on the training batch (to bf16 precision) before anything is timed;
@@ -176,29 +176,13 @@ def bf16_peak_flops(device_name: str) -> float | None:
 
 
 # ----- the two models ------------------------------------------------------------------------------------------------
-def hold_frozen_parts_in_bf16(model: InstructBlipForConditionalGeneration) -> None:
-    """THE FAST PATH, done here by hand: frozen vision tower and LLM in bf16, trained parts in fp32.
-
-    The trained parts are the paper's (`trainable_module_names`: Q-Former, query tokens, projection, vision
-    LayerNorm); the model casts at the two boundaries (vision features into the fp32 LayerNorm, query outputs into
-    the bf16 LLM). To be replaced by the model's own method once it has one (issue 14 item 1).
-    """
-    model.to(torch.bfloat16)  # type: ignore[arg-type]  # transformers wraps `to`
-    for name in model.trainable_module_names():
-        try:
-            model.get_submodule(name).float()
-        except AttributeError:  # a parameter (query_tokens), not a module
-            parameter = model.get_parameter(name)
-            parameter.data = parameter.data.float()
-
-
 def build_ours(config: InstructBlipConfig, device: torch.device) -> InstructBlipForConditionalGeneration:
     """Ours, created directly on ``device`` in bf16 (each tensor allocated once, there), then the fast path."""
     with device:
         model = InstructBlipForConditionalGeneration._from_config(
             config, attn_implementation="sdpa", dtype=torch.bfloat16
         )
-    hold_frozen_parts_in_bf16(model)
+    model.hold_frozen_in(torch.bfloat16)  # the fast path: frozen parts bf16, trained parts fp32
     model.apply_trainable_policy()
     return model
 

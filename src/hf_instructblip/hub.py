@@ -65,6 +65,7 @@ REMOTE_CODE_FILES = (
     "generation_instructblip.py",
     "modeling_qformer.py",
     "modeling_vision.py",
+    "modeling_precision.py",
     "processing_instructblip.py",
     "image_processing_instructblip.py",
 )

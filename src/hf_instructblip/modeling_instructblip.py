@@ -30,6 +30,7 @@ from transformers.modeling_utils import PreTrainedModel
 
 from .configuration_instructblip import InstructBlipConfig
 from .generation_instructblip import fit_causal_prompts, llm_window, merged_generation_config
+from .modeling_precision import hold_frozen_in
 from .modeling_qformer import InstructBlipQFormerModel, InstructBlipQFormerModelOutput
 from .modeling_vision import _VISION_MODEL_CLASSES as _VISION_MODEL_CLASSES  # re-exported for building/conversion
 from .modeling_vision import find_vision_norm, vision_model_from_config, vision_tokens
@@ -266,6 +267,14 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
             self.vision_model.eval()
         return self
 
+    def hold_frozen_in(self, dtype: str | torch.dtype) -> torch.dtype:
+        """Store the frozen vision tower and LLM in ``dtype``, the trained parts in fp32, as LAVIS runs the paper.
+
+        ``dtype``: ``"auto"`` (bf16 where the hardware runs it natively, see `modeling_precision`), ``"bfloat16"``,
+        ``"float16"`` (refused for T5) or ``"float32"``, or a torch dtype. Returns the dtype used.
+        """
+        return hold_frozen_in(self, dtype)
+
     # ----- step 1-3: images -> visual tokens for the LLM ----------------------------------------------------------
     def get_vision_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Frozen part of the vision path: ``(N_img, C, H, W)`` -> ``(N_img, N, D_vision)``.
@@ -494,6 +503,9 @@ class InstructBlipForConditionalGeneration(InstructBlipPreTrainedModel, Generati
                 **kwargs,
             )
         loss = outputs.loss
+        if loss is not None and labels is not None and not decoder_only and loss.dtype != torch.float32:
+            # T5 computes its loss in the logits' dtype (bf16 with `hold_frozen_in`): ours is fp32
+            loss = nn.functional.cross_entropy(outputs.logits.flatten(0, 1).float(), labels.flatten().to(loss.device))
         if loss is not None and labels is not None and num_items_in_batch is not None:
             loss = self._loss_per_item(loss, labels, num_items_in_batch)
         return InstructBlipForConditionalGenerationModelOutput(

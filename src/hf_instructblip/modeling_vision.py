@@ -20,7 +20,7 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.models.blip_2.modeling_blip_2 import Blip2VisionModel
 from transformers.models.instructblip.modeling_instructblip import InstructBlipVisionModel
 
-__all__ = ["find_vision_norm", "vision_model_from_config", "vision_tokens"]
+__all__ = ["find_vision_norm", "tower_dtype", "vision_model_from_config", "vision_tokens"]
 
 # Vision towers that transformers' AutoModel does not map from their config's model_type.
 _VISION_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
@@ -53,6 +53,11 @@ def find_vision_norm(vision_model: nn.Module) -> str | None:
     return None
 
 
+def tower_dtype(vision_model: nn.Module) -> torch.dtype:
+    """The dtype the tower computes in: its first floating parameter's (its output LayerNorm may be held in fp32)."""
+    return next(p.dtype for p in vision_model.parameters() if p.is_floating_point())
+
+
 def vision_tokens(
     vision_model: nn.Module,
     pixel_values: torch.Tensor,
@@ -66,7 +71,9 @@ def vision_tokens(
     ``vision_feature_layer`` of ``(*hidden_states, last_hidden_state)``, the last only where it is one more layer
     (EfficientNet's top convolution), flattened to ``H * W`` tokens of width ``C`` in row-major order. A feature
     map has no position embeddings to interpolate: any image size works, ``interpolate_pos_encoding`` is ignored.
+    The pixels enter the tower in its dtype (a tower held in half precision, `modeling_precision`, gets them so).
     """
+    pixel_values = pixel_values.to(tower_dtype(vision_model))
     if not feature_map:
         kwargs = {"interpolate_pos_encoding": True} if interpolate_pos_encoding else {}
         outputs = vision_model(pixel_values=pixel_values, output_hidden_states=True, return_dict=True, **kwargs)

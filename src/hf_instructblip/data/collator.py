@@ -79,6 +79,18 @@ def _sample_digest(sample: Mapping[str, Any], index: int) -> bytes:
     return digest.digest()
 
 
+def _columns(samples: Sequence[Mapping[str, Any]], start: int, count: int) -> dict[str, list[str]]:
+    """``instruction`` and ``target`` of rows ``start`` to ``start + count`` of a list of samples."""
+    rows = [samples[i] for i in range(start, min(start + count, len(samples)))]
+    try:
+        return {key: [str(row[key]) for row in rows] for key in ("instruction", "target")}
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            f"InstructBlipDataCollator.sample_lengths: rows {start}-{start + len(rows) - 1} are not unified samples "
+            f"with `instruction` and `target` ({error!r})."
+        ) from None
+
+
 @dataclass
 class InstructBlipDataCollator:
     """Collate unified instruction samples (see `schema.py`) into model inputs with labels.
@@ -192,14 +204,7 @@ class InstructBlipDataCollator:
             image_name, image_inputs = "pixel_values", self._pixel_values(samples)
             num_frames = image_inputs.shape[1] if image_inputs.ndim == 5 else 1
         n_image = self.processor.num_query_tokens * num_frames
-        instructions = [s["instruction"] for s in samples]
-        prompts = self.processor.tokenizer(instructions, add_special_tokens=True)["input_ids"]
-        prompts = [self._cap_instruction(p) for p in prompts]
-        if self.decoder_only:
-            targets = self.processor.continuation_ids(instructions, [s["target"] for s in samples])
-        else:  # the decoder's labels stand alone (LAVIS: T5 tokenises the answer on its own)
-            targets = self.processor.tokenizer([s["target"] for s in samples], add_special_tokens=False)["input_ids"]
-        targets = [self._cap_target(t) for t in targets]
+        prompts, targets = self._text_ids([s["instruction"] for s in samples], [s["target"] for s in samples])
         batch = (
             self._causal(prompts, targets, n_image) if self.decoder_only else self._seq2seq(prompts, targets, n_image)
         )
@@ -208,6 +213,33 @@ class InstructBlipDataCollator:
         tensors = {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
         tensors[image_name] = image_inputs
         return tensors
+
+    def _text_ids(self, instructions: list[str], targets: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+        """LLM token ids of the instructions (with special tokens) and targets (+ eos), each within its limit."""
+        prompts = self.processor.tokenizer(instructions, add_special_tokens=True)["input_ids"]
+        if self.decoder_only:
+            target_ids = self.processor.continuation_ids(instructions, targets)
+        else:  # the decoder's labels stand alone (LAVIS: T5 tokenises the answer on its own)
+            target_ids = self.processor.tokenizer(targets, add_special_tokens=False)["input_ids"]
+        return [self._cap_instruction(p) for p in prompts], [self._cap_target(t) for t in target_ids]
+
+    def sample_lengths(self, dataset: Any, chunk: int = 1024) -> list[int]:
+        """Each sample's LLM text tokens (instruction + target), as batches will hold them: what batches are grouped by.
+
+        The image tokens, the same for every sample, are not counted; ``max_length`` caps as in batches. Only the
+        ``instruction`` and ``target`` columns are read (no image is decoded), ``chunk`` rows at a time.
+        """
+        columns = getattr(dataset, "column_names", None)
+        texts = dataset.select_columns(["instruction", "target"]) if columns is not None else dataset
+        budget = None if self.max_length is None else self.max_length - self.processor.num_query_tokens
+        lengths = []
+        for start in range(0, len(texts), chunk):
+            rows = texts[start : start + chunk] if columns is not None else _columns(texts, start, chunk)
+            prompts, targets = self._text_ids(list(rows["instruction"]), list(rows["target"]))
+            for prompt, target in zip(prompts, targets):
+                total = len(prompt) + len(target)
+                lengths.append(total if budget is None else min(total, budget))
+        return lengths
 
     def _pixel_values(self, samples: Sequence[Mapping[str, Any]]) -> torch.Tensor:
         images = [list(s["images"]) for s in samples]

@@ -10,7 +10,9 @@ Layout of a cache directory:
 * ``feature_cache.json``: the format version, the fingerprint of what the features depend on (vision tower config
   and a hash of its weights, ``vision_feature_layer``, the image processor's settings, dtype), the feature shape
   and the list of committed shards;
-* ``shard-00000.safetensors``, ...: one tensor ``(N, D)`` per image, named by the image's content hash.
+* ``shard-00000.safetensors``, ...: one tensor ``(N, D)`` per image, named by the image's content hash, in the
+  tower's dtype: a tower held in bf16 (``training.frozen_dtype``, `hold_frozen_in`) halves the cache on disk and in
+  memory, and its cache is not an fp32 tower's (the dtype is in the fingerprint).
 
 A shard is written under a temporary name, renamed, and only then listed in ``feature_cache.json`` (itself replaced
 atomically), so a build killed at any point leaves a cache that loads with the shards committed so far; rerunning
@@ -45,6 +47,7 @@ from safetensors.torch import save_file
 from transformers.utils.logging import tqdm
 
 from ..image_processing_instructblip import _array_to_image, _open
+from ..modeling_vision import tower_dtype
 from .schema import BadSampleError, BadSampleReport, OnBadSample
 
 __all__ = ["MissingFeaturesError", "VisionFeatureCache"]
@@ -103,7 +106,8 @@ def _vision_weights_sha256(model: Any) -> str:
 
 
 def _vision_dtype(model: Any) -> torch.dtype:
-    return next(model.vision_model.parameters()).dtype
+    """The tower's dtype, the features' too: a tower held in half precision (`hold_frozen_in`) stores half the bytes."""
+    return tower_dtype(model.vision_model)
 
 
 def model_fingerprint(model: Any) -> dict[str, Any]:

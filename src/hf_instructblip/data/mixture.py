@@ -16,11 +16,13 @@ were not published, so they are yours to set).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import datasets
 import numpy as np
 import torch
+
+from .length_grouping import group_by_length
 
 __all__ = ["BalancedMixtureSampler", "concatenate_mixture", "interleave_mixture", "mixture_weights"]
 
@@ -74,6 +76,15 @@ class BalancedMixtureSampler(torch.utils.data.Sampler[int]):
             (LAVIS); False: each index picks its dataset independently.
         num_samples: Indices per epoch (default: the total size, rounded up to whole batches).
         seed: Seed; `set_epoch` changes the stream per epoch (as ``DistributedSampler`` does).
+        lengths: Length of every sample of the concatenation (instruction + target tokens): batches are then formed
+            of samples of similar length (`data.length_grouping`), so little padding is computed. One dataset per
+            batch: each dataset's random order is rearranged in runs of 50 batches (sorted by length, cut into
+            batches, the batches shuffled), so each dataset is still walked through once before repeating and the
+            datasets are drawn as before. Mixed batches: the drawn stream is rearranged the same way, in groups of
+            ``group_size``. Seeded like the rest: a resumed run draws the same batches.
+        group_size: Mixed batches with ``lengths``: the unit of grouping, the samples of one optimizer step over all
+            processes (per-device batch x accumulation x processes; default ``batch_size``), so each step's samples
+            do not depend on how it is split.
     """
 
     def __init__(
@@ -84,9 +95,16 @@ class BalancedMixtureSampler(torch.utils.data.Sampler[int]):
         same_dataset_per_batch: bool = True,
         num_samples: int | None = None,
         seed: int = 0,
+        lengths: Sequence[int] | None = None,
+        group_size: int | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"BalancedMixtureSampler: batch_size must be >= 1, got {batch_size}.")
+        if lengths is not None and len(lengths) != sum(sizes.values()):
+            raise ValueError(
+                f"BalancedMixtureSampler: {len(lengths)} lengths for {sum(sizes.values())} samples; give one length "
+                "per sample of the concatenated datasets."
+            )
         self.names = list(sizes)
         self.sizes = np.array([sizes[n] for n in self.names], dtype=np.int64)
         self.weights = mixture_weights(sizes, multipliers)
@@ -98,6 +116,8 @@ class BalancedMixtureSampler(torch.utils.data.Sampler[int]):
         self.num_samples = -(-total // batch_size) * batch_size if same_dataset_per_batch else total
         self.seed = seed
         self.epoch = 0
+        self.lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
+        self.group_size = group_size or batch_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -107,12 +127,23 @@ class BalancedMixtureSampler(torch.utils.data.Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng((self.seed, self.epoch))
-        orders = [rng.permutation(int(size)) for size in self.sizes]
+        # its own generator: the datasets drawn and their orders are those of the sampler without lengths, rearranged
+        grouping_rng = np.random.default_rng((self.seed, self.epoch, 1))
+        grouped = self.lengths is not None and self.same_dataset_per_batch
+
+        def permutation(d: int) -> np.ndarray:
+            order = rng.permutation(int(self.sizes[d]))
+            if not grouped:
+                return order
+            lengths = self.lengths[self.offsets[d] : self.offsets[d] + self.sizes[d]]  # type: ignore[index]
+            return group_by_length(order, lengths, self.batch_size, grouping_rng)
+
+        orders = [permutation(d) for d in range(len(self.sizes))]
         cursors = [0] * len(self.sizes)
 
         def draw(d: int) -> int:
             if cursors[d] == len(orders[d]):  # dataset exhausted: start a new pass over it
-                orders[d] = rng.permutation(int(self.sizes[d]))
+                orders[d] = permutation(d)
                 cursors[d] = 0
             index = int(self.offsets[d] + orders[d][cursors[d]])
             cursors[d] += 1
@@ -123,9 +154,13 @@ class BalancedMixtureSampler(torch.utils.data.Sampler[int]):
                 d = int(rng.choice(len(self.sizes), p=self.probabilities))
                 for _ in range(self.batch_size):
                     yield draw(d)
-        else:
-            for d in rng.choice(len(self.sizes), size=self.num_samples, p=self.probabilities):
-                yield draw(int(d))
+            return
+        stream = np.array(
+            [draw(int(d)) for d in rng.choice(len(self.sizes), size=self.num_samples, p=self.probabilities)]
+        )
+        if self.lengths is not None:
+            stream = group_by_length(stream, self.lengths, self.group_size, grouping_rng)
+        yield from stream.tolist()
 
 
 def _unbatch(batch: dict[str, list]) -> dict[str, list]:

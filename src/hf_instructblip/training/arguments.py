@@ -21,6 +21,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from ..data.schema import OnBadSample
+from ..modeling_precision import FROZEN_DTYPES
 from .lora import LORA_TARGETS
 
 __all__ = ["DTYPES", "SYNTHETIC_GROUPS", "DataArguments", "InstructBlipTrainingArguments", "ModelArguments"]
@@ -42,6 +43,19 @@ class InstructBlipTrainingArguments(TrainingArguments):
         max_grad_norm: 0, i.e. no gradient clipping (transformers clips only when it is above 0; its default is 1.0):
             LAVIS' runner (``runners/runner_base.py``, ``tasks/base_task.py``) steps the optimizer on the unclipped
             gradients.
+        frozen_dtype: Store the frozen vision tower and LLM in this dtype and the trained parts in fp32, as LAVIS
+            does (`InstructBlipForConditionalGeneration.hold_frozen_in`), before the optimizer is created: ``auto``
+            (bfloat16 where the hardware runs it natively: CUDA with bf16, x86 CPUs with AVX-512 BF16 or AMX, ARM
+            CPUs with BF16; float16 on other CUDA GPUs, except T5 LLMs: float32; float32 elsewhere), ``bfloat16``,
+            ``float16`` (refused for T5) or ``float32``. Default ``None``: the model is trained in the dtypes it
+            has, so a Python script's results do not depend on the machine; the ``train`` command and the demo
+            default to ``auto``. Unlike ``bf16=True`` (autocast, which casts the frozen weights anew at every step
+            and keeps fp32 copies), the frozen parts are stored once in half precision: half their memory.
+        train_sampling_strategy: ``group_by_length`` (default here; transformers' is ``random``): batches of samples
+            of similar LLM text length (`data.length_grouping`; lengths from a ``length_column_name`` column or
+            counted once with `InstructBlipDataCollator.sample_lengths`), within the balanced mixture's batches too,
+            so little padding is computed. Seeded and resumable. Without a way to measure the samples (another data
+            collator and no length column) training falls back to ``random``, with a warning.
     """
 
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate (paper: 1e-5)."})
@@ -76,9 +90,29 @@ class InstructBlipTrainingArguments(TrainingArguments):
     apply_trainable_policy: bool = field(
         default=True, metadata={"help": "Freeze vision tower and LLM; train Q-Former, queries, projection, ln_vision."}
     )
+    frozen_dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Vision tower and LLM stored in this dtype, trained parts in fp32; one of {FROZEN_DTYPES} (auto: "
+            "bf16 where the hardware has it). Default: the train command and the demo use auto; the Python API "
+            "(null) leaves the model's dtypes alone."
+        },
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={
+            "help": "group_by_length (default): batches of similar length, little padding; random, sequential, "
+            "batch_rebalance: transformers' samplers (plain training only).",
+            "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
+        },
+    )
 
     def __post_init__(self) -> None:
         _check_hyperparameters(self)  # before TrainingArguments' own set-up, and long before a model is built
+        if self.frozen_dtype is not None and self.frozen_dtype not in FROZEN_DTYPES:
+            raise ValueError(
+                f"training.frozen_dtype must be one of {FROZEN_DTYPES} or null, got {self.frozen_dtype!r}."
+            )
         super().__post_init__()
 
 

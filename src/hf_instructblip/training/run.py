@@ -11,6 +11,10 @@ The file's ``model:``, ``data:`` and ``training:`` sections (`training.config`, 
 ``train_results.json`` / ``all_results.json`` (`Trainer.save_metrics`), ``trainer_state.json``, the
 ``checkpoint-*`` folders and, with ``data.on_bad_sample: skip``, ``bad_samples.txt``. A run killed at any point
 resumes with ``--training.resume_from_checkpoint true`` from its last complete checkpoint.
+
+Precision: the command holds the frozen vision tower and LLM in ``training.frozen_dtype``, ``auto`` unless the file
+sets it (bf16 where the hardware runs it natively, else fp32; see `InstructBlipTrainingArguments`), and trains the
+Q-Former side in fp32, as LAVIS does. ``model.dtype`` other than float32 casts the whole model instead.
 """
 
 from __future__ import annotations
@@ -108,6 +112,28 @@ def load_model_and_processor(
             for config in model.peft_config.values():
                 config.base_model_name_or_path = ADAPTER_BASE_FOLDER  # relative to the adapter folder
     return model, processor
+
+
+def _choose_frozen_dtype(model_args: ModelArguments, training_args: InstructBlipTrainingArguments) -> None:
+    """The train command's ``training.frozen_dtype``: ``auto`` unless set, or unless ``model.dtype`` casts the whole
+    model (the two do not combine)."""
+    if training_args.frozen_dtype is None and model_args.dtype == "float32":
+        training_args.frozen_dtype = "auto"
+    elif training_args.frozen_dtype is not None and model_args.dtype != "float32":
+        raise ValueError(
+            f"model.dtype={model_args.dtype} casts the whole model, training.frozen_dtype={training_args.frozen_dtype} "
+            "only the frozen vision tower and LLM (the trained parts stay fp32): set one of them."
+        )
+
+
+def _hold_frozen_parts(model: Any, training_args: InstructBlipTrainingArguments) -> None:
+    """Hold the frozen parts in ``training.frozen_dtype`` now (the feature cache stores features in it); the trainer
+    then sees the dtype chosen, which the run's records (``training_args``, the model card) show."""
+    from .trainer import hold_frozen_parts
+
+    if training_args.frozen_dtype is not None:
+        dtype = hold_frozen_parts(model, training_args.frozen_dtype)
+        training_args.frozen_dtype = str(dtype).removeprefix("torch.")
 
 
 # ----- data -------------------------------------------------------------------------------------------------------
@@ -303,6 +329,7 @@ def train(
 
     output_dir = Path(str(training_args.output_dir))
     checkpoint = _resume_checkpoint(training_args)  # fail before any expensive work
+    _choose_frozen_dtype(model_args, training_args)
     if checkpoint is not None and (finished := _finished_run(training_args, Path(checkpoint))) is not None:
         logger.info("%s already finished its %d steps; nothing to train.", output_dir, finished.global_step)
         return TrainRunOutput(finished, output_dir, already_finished=True)
@@ -313,6 +340,7 @@ def train(
         _report_bad_samples(report, output_dir, training_args.should_save)
     base_dir = output_dir / ADAPTER_BASE_FOLDER if training_args.should_save else None
     model, processor = load_model_and_processor(model_args, save_base_to=base_dir)
+    _hold_frozen_parts(model, training_args)  # before the feature cache: it stores features in that dtype
 
     collator_kwargs: dict[str, Any] = {
         "max_instruction_length": data_args.max_instruction_length,

@@ -1,10 +1,12 @@
-"""`InstructBlipTrainer`: transformers' `Trainer` with the paper's freezing policy, the balanced mixture as the train
-sampler, refusal of fp16 with T5 LLMs, a stop at the first non-finite loss, and the collator's training image
-transform for training batches only.
+"""`InstructBlipTrainer`: transformers' `Trainer` with the paper's freezing policy, the frozen parts held in half
+precision (``frozen_dtype``), the balanced mixture as the train sampler, batches grouped by length, refusal of fp16
+with T5 LLMs, a stop at the first non-finite loss, and the collator's training image transform for training batches
+only.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -12,14 +14,19 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch.utils.data import RandomSampler, SequentialSampler
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import has_length
 from transformers.utils import is_peft_available
 
 from ..data.collator import InstructBlipDataCollator
+from ..data.length_grouping import LengthGroupedSampler
 from ..data.mixture import BalancedMixtureSampler
 from .arguments import InstructBlipTrainingArguments
 
-__all__ = ["InstructBlipTrainer"]
+__all__ = ["InstructBlipTrainer", "hold_frozen_parts"]
+
+logger = logging.getLogger(__name__)
 
 
 def _is_peft_model(model: Any) -> bool:
@@ -29,6 +36,21 @@ def _is_peft_model(model: Any) -> bool:
     from peft import PeftModel
 
     return isinstance(model, PeftModel)
+
+
+def hold_frozen_parts(model: Any, frozen_dtype: str | torch.dtype) -> torch.dtype:
+    """`InstructBlipForConditionalGeneration.hold_frozen_in` for a model or a `PeftModel` around one.
+
+    A PeftModel's adapters inside the LLM (trained, so fp32) keep their exact fp32 values; PEFT casts the LLM's
+    half-precision activations to them and back.
+    """
+    base = model.get_base_model() if _is_peft_model(model) else model
+    trained = {n: p.data for n, p in model.named_parameters() if p.requires_grad} if base is not model else {}
+    dtype = base.hold_frozen_in(frozen_dtype)
+    for name, param in model.named_parameters():
+        if name in trained:
+            param.data = trained[name]
+    return dtype
 
 
 class _CollatorEpoch(TrainerCallback):
@@ -87,6 +109,10 @@ class InstructBlipTrainer(Trainer):
             self._check_precision(model, args)
             if getattr(args, "apply_trainable_policy", False) and not _is_peft_model(model):
                 model.apply_trainable_policy()
+            frozen_dtype = getattr(args, "frozen_dtype", None)
+            if frozen_dtype is not None:  # before Trainer creates the optimizer
+                self._hold_frozen_parts(model, frozen_dtype)
+        self._train_lengths: tuple[int, list[int] | None] | None = None  # (id of the dataset, its lengths)
         self.mixture_sizes = dict(mixture_sizes) if mixture_sizes else None
         if zero_shot_datasets and kwargs.get("processing_class") is None:
             raise ValueError("zero_shot_datasets needs processing_class=<the model's processor> to build the prompts.")
@@ -141,24 +167,73 @@ class InstructBlipTrainer(Trainer):
                 "T5 in bf16). Use bf16=True, or fp32."
             )
 
+    @staticmethod
+    def _hold_frozen_parts(model: Any, frozen_dtype: str) -> None:
+        dtype = hold_frozen_parts(model, frozen_dtype)
+        half = [n for n, p in model.named_parameters() if p.requires_grad and p.dtype != torch.float32]
+        if half:
+            raise ValueError(
+                f"training.frozen_dtype={frozen_dtype} holds the vision tower and the LLM in {dtype}, but {len(half)} "
+                f"of their parameters are trained ({half[0]}, ...): trained weights need fp32 (AdamW updates would "
+                "round away in half precision). Train them with LoRA (model.lora_target), or set frozen_dtype float32."
+            )
+        logger.info("Frozen vision tower and LLM held in %s, trained parts in float32.", dtype)
+
+    def _sample_lengths(self, dataset: Any) -> list[int] | None:
+        """Each training sample's length (computed once), or None where they cannot be measured (with a warning)."""
+        if self._train_lengths is not None and self._train_lengths[0] == id(dataset):
+            return self._train_lengths[1]
+        column = self.args.length_column_name
+        lengths: list[int] | None = None
+        if column in (getattr(dataset, "column_names", None) or ()):
+            lengths = [int(length) for length in dataset[column]]
+        elif isinstance(self.data_collator, InstructBlipDataCollator):
+            lengths = self.data_collator.sample_lengths(dataset)
+        else:
+            logger.warning(
+                "train_sampling_strategy=group_by_length needs the samples' lengths: a %r column, or "
+                "InstructBlipDataCollator to count their tokens; this %s is neither, so batches are drawn at random.",
+                column,
+                type(self.data_collator).__name__,
+            )
+        self._train_lengths = (id(dataset), lengths)
+        return lengths
+
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
-        if self.mixture_sizes is None:
-            return super()._get_train_sampler(train_dataset)
         dataset: Any = train_dataset if train_dataset is not None else self.train_dataset
+        args: InstructBlipTrainingArguments = self.args  # type: ignore[assignment]
+        grouping = args.train_sampling_strategy == "group_by_length" and dataset is not None and has_length(dataset)
+        lengths = self._sample_lengths(dataset) if grouping else None
+        # the samples of one optimizer step over all processes: grouped together, however the step is split
+        step_samples = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+        if self.mixture_sizes is None:
+            if lengths is None:
+                return super()._get_train_sampler(train_dataset) if not grouping else RandomSampler(dataset)
+            return LengthGroupedSampler(lengths, batch_size=step_samples, seed=args.seed)
         total = sum(self.mixture_sizes.values())
         if dataset is not None and len(dataset) != total:
             raise ValueError(
                 f"mixture_sizes add up to {total} samples but train_dataset has {len(dataset)}; pass the sizes of "
                 "the datasets concatenated into train_dataset, in order."
             )
-        args: InstructBlipTrainingArguments = self.args  # type: ignore[assignment]
         return BalancedMixtureSampler(
             self.mixture_sizes,
             batch_size=args.per_device_train_batch_size,
             multipliers=args.mixture_multipliers,
             same_dataset_per_batch=args.same_dataset_per_batch,
             seed=args.seed,
+            lengths=lengths,
+            group_size=step_samples,
         )
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler | None:
+        """Evaluation batches keep the dataset's order: length grouping is for training (transformers would group
+        evaluation batches too, by an ``input_ids`` column unified samples do not have)."""
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_eval_sampler(eval_dataset)
+        if eval_dataset is None or not has_length(eval_dataset) or self.args.world_size > 1:
+            return None
+        return SequentialSampler(eval_dataset)
 
     def evaluate(
         self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
@@ -199,6 +274,8 @@ class InstructBlipTrainer(Trainer):
     def _label_smoothed_loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
         """``label_smoothing_factor``'s loss, each label scored at the position that predicts it (causal: shifted)."""
         assert self.label_smoother is not None  # only installed with one
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        outputs = {"logits": logits.float()}  # a half-precision LLM's logits: the loss in fp32
         return self.label_smoother(
             outputs, labels, shift_labels=self._decoder_only(), num_items_in_batch=num_items_in_batch
         )

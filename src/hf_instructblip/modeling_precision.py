@@ -1,0 +1,137 @@
+"""Frozen parts in half precision, trained parts in fp32: InstructBLIP's fast path, as the paper's code runs it.
+
+LAVIS (``blip2_vicuna_instruct.py``, ``blip2_t5_instruct.py``; ``vit_precision: fp16``) keeps the frozen vision tower
+in fp16 and the frozen LLM in half precision, and trains the Q-Former side in fp32. `hold_frozen_in` does the same
+to an `InstructBlipForConditionalGeneration`:
+
+* the vision tower and the LLM are stored in ``dtype`` (parameters and persistent buffers; non-persistent buffers
+  such as rotary ``inv_freq`` keep their fp32 values, as ``from_pretrained(dtype=...)`` leaves them);
+* the trained parts stay (or become) fp32: query tokens, Q-Former, projection and the vision LayerNorm
+  (``model.vision_norm_name``: the tower's own ``post_layernorm``/``layernorm``, or the model's ``vision_layernorm``);
+* the boundaries cast: pixels enter the tower in its dtype (`modeling_vision.vision_tokens`), its features are cast
+  to fp32 before the LayerNorm, the projected queries to the LLM's dtype where they replace the image tokens
+  (`merge_image_features`), and the loss is computed in fp32. Gradients reach the Q-Former through the
+  half-precision LLM (its weights get none: they are frozen).
+
+A LayerNorm held in fp32 inside a half-precision tower still runs in the tower's own forward (its output there feeds
+nothing InstructBLIP reads, but the tower computes it); its input is cast to fp32 and its output back to the tower's
+dtype there, so no device needs LayerNorm kernels of mixed dtypes.
+
+``"auto"`` picks the dtype from the hardware, checked at run time, never by the device's name: bfloat16 where it
+runs natively (CUDA: ``torch.cuda.is_bf16_supported()``; x86 CPUs: AVX-512 BF16 or AMX, read from the CPU's feature
+flags; ARM CPUs: the BF16 extension), else float16 on CUDA (except T5 LLMs, whose activations overflow fp16: float32
+for them), else float32. On a CPU without native bf16, bf16 matmuls are emulated and slower than fp32.
+
+Pushed next to the weights for ``trust_remote_code``: it imports nothing from the ``hf_instructblip`` package.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["FROZEN_DTYPES", "cpu_has_native_bf16", "hold_frozen_in", "resolve_frozen_dtype"]
+
+#: Accepted names of the frozen parts' dtype ("auto": from the hardware, see the module docstring).
+FROZEN_DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: LLM families that overflow in fp16 (LAVIS runs FlanT5 in bf16; transformers' T5 docs warn of fp16 NaNs).
+_NO_FP16 = frozenset({"t5", "mt5", "umt5"})
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 matmuls natively (checked at run time from its feature flags)."""
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        # oneDNN's own check (mkldnn._is_mkldnn_bf16_supported) is also true for AVX-512 without BF16, where bf16 is
+        # emulated and slower than fp32: ask for the instructions themselves.
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    try:  # ARM: oneDNN checks the BF16 extension
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _auto_dtype(device: torch.device, llm_model_type: str) -> str:
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bfloat16"
+        return "float32" if llm_model_type in _NO_FP16 else "float16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bfloat16"
+    return "float32"
+
+
+def resolve_frozen_dtype(
+    frozen_dtype: str | torch.dtype, device: torch.device | str = "cpu", llm_model_type: str = ""
+) -> torch.dtype:
+    """The dtype ``frozen_dtype`` (one of `FROZEN_DTYPES` or a torch dtype) means on ``device`` for this LLM.
+
+    Raises:
+        ValueError: an unknown name or dtype, or float16 for a T5 LLM.
+    """
+    name = str(frozen_dtype).removeprefix("torch.")
+    if name not in FROZEN_DTYPES:
+        raise ValueError(f"frozen_dtype must be one of {FROZEN_DTYPES}, got {frozen_dtype!r}.")
+    if name == "auto":
+        name = _auto_dtype(torch.device(device), llm_model_type)
+    if name == "float16" and llm_model_type in _NO_FP16:
+        raise ValueError(
+            f"frozen_dtype float16 with a {llm_model_type} LLM overflows (NaN losses; LAVIS `blip2_t5_instruct.py` "
+            "runs T5 in bf16). Use bfloat16, or float32 where bf16 is not supported."
+        )
+    return getattr(torch, name)
+
+
+def _cast_(module: nn.Module, dtype: torch.dtype) -> None:
+    """Floating parameters and persistent buffers of ``module`` (recursively) to ``dtype``, in place."""
+    for sub in module.modules():
+        for param in sub.parameters(recurse=False):
+            if param.is_floating_point() and param.dtype != dtype:
+                param.data = param.data.to(dtype)
+        for name, buffer in sub.named_buffers(recurse=False):
+            if buffer.is_floating_point() and name not in sub._non_persistent_buffers_set and buffer.dtype != dtype:
+                setattr(sub, name, buffer.to(dtype))
+
+
+def _to_norm_dtype(module: nn.Module, args: tuple) -> tuple:
+    module._input_dtype = args[0].dtype  # type: ignore[assignment]  # read by _back_to_input_dtype
+    return (args[0].to(module.weight.dtype), *args[1:])
+
+
+def _back_to_input_dtype(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output.to(module._input_dtype)  # type: ignore[arg-type]
+
+
+def _bridge_norm(norm: nn.Module, held_apart: bool) -> None:
+    """(Un)install the casts around a fp32 LayerNorm that sits inside a half-precision tower."""
+    for handle in getattr(norm, "_dtype_bridge", ()):
+        handle.remove()
+    norm._dtype_bridge = ()  # type: ignore[assignment]
+    if held_apart and isinstance(getattr(norm, "weight", None), torch.Tensor):  # without weights: any dtype runs
+        hooks = (norm.register_forward_pre_hook(_to_norm_dtype), norm.register_forward_hook(_back_to_input_dtype))
+        norm._dtype_bridge = hooks  # type: ignore[assignment]
+
+
+def hold_frozen_in(model: Any, frozen_dtype: str | torch.dtype) -> torch.dtype:
+    """Store ``model``'s vision tower and LLM in ``frozen_dtype`` and its trained parts in fp32; return the dtype.
+
+    ``frozen_dtype``: one of `FROZEN_DTYPES` or a torch dtype; ``"auto"`` resolves on the model's device
+    (`resolve_frozen_dtype`). ``float32`` turns the whole model back to fp32 (from half-precision values: what was
+    rounded stays rounded). Idempotent.
+    """
+    device = next(model.parameters()).device
+    dtype = resolve_frozen_dtype(frozen_dtype, device, model.config.text_config.model_type)
+    _cast_(model.vision_model, dtype)
+    _cast_(model.language_model, dtype)
+    for name in model.trainable_module_names():  # the paper's trained parts (arXiv 2305.06500 §2.6)
+        try:
+            _cast_(model.get_submodule(name), torch.float32)
+        except AttributeError:  # a parameter of the model itself (query_tokens), not a module
+            parameter = model.get_parameter(name)
+            parameter.data = parameter.data.float()
+    if model.vision_norm_name.startswith("vision_model."):
+        _bridge_norm(model.get_submodule(model.vision_norm_name), held_apart=dtype != torch.float32)
+    return dtype
