@@ -1,28 +1,37 @@
 """Training throughput: ``hf_instructblip`` vs what a user writes without it, on the same weights and data.
 
-    .venv/bin/python benchmarks/bench_train.py                 # full config: ~10 min on 2 idle cores
-    .venv/bin/python benchmarks/bench_train.py --quick         # tiny config: a smoke test
+    make bench                                                  # this benchmark (and bench_model.py)
+    .venv/bin/python benchmarks/bench_train.py                  # full config: ~15 min on 2 idle cores
+    .venv/bin/python benchmarks/bench_train.py --quick          # tiny config: a smoke test
     .venv/bin/python benchmarks/bench_train.py --repeats 3 --steps 8 --output /tmp/train.md
 
-The three variants, each a real ``Trainer.train()`` run in its own process (so peak memory is its own):
+The variants, each a real ``Trainer.train()`` run in its own process (so peak memory is its own):
 
-* ``stock``: transformers' ``InstructBlipForConditionalGeneration`` + transformers' ``InstructBlipProcessor`` + a
-  plain ``transformers.Trainer`` + a hand-written collator (labels = input ids with the image, prompt and padding
-  positions set to -100; the Q-Former reads the instruction), vision tower and LLM frozen by hand;
-* ``ours``: our model, processor and ``InstructBlipDataCollator`` under ``InstructBlipTrainer`` (paper policy);
-  in training mode a plain-head causal LLM applies its output head at the target positions only;
-* ``ours+cache``: the same, reading the frozen vision tower's outputs from a ``VisionFeatureCache`` built once
-  beforehand (its build time is reported separately: it is paid once, then every epoch reads it).
+* ``stock-fp32``: transformers' ``InstructBlipForConditionalGeneration`` + transformers' ``InstructBlipProcessor`` +
+  a plain ``transformers.Trainer`` + a hand-written collator (labels = input ids with the image, prompt and padding
+  positions set to -100; the Q-Former reads the instruction), vision tower and LLM frozen by hand, fp32;
+* ``stock-bf16``: the same with ``bf16=True`` (autocast: every op of the model, frozen parts included, cast to bf16
+  at every step; fp32 weights);
+* ``ours-fp32``: our model, processor and ``InstructBlipDataCollator`` under ``InstructBlipTrainer`` (paper policy),
+  fp32, random batches (``frozen_dtype: float32``, ``train_sampling_strategy: random``); in training mode a
+  plain-head causal LLM applies its output head at the target positions only;
+* ``ours-fast``: the same with the fast path, our defaults for the train command: the frozen vision tower and LLM
+  held in bf16 where the CPU runs it natively (``frozen_dtype: auto``; the report says what it resolved to), trained
+  parts in fp32, batches grouped by length (``train_sampling_strategy: group_by_length``);
+* ``+cache``: ours reading the frozen vision tower's outputs from a ``VisionFeatureCache`` built once beforehand (in
+  the tower's dtype: fp32, or bf16 for the fast path; build times reported separately).
 
 Same config (ViT 12x384 @ 224 px, Q-Former 6x384, a SmolLM2-135M-shaped LLM with SmolLM2's real tokenizer, 32
-query tokens), fp32, batch 8, the same synthetic held-in samples (instruction + short answer, 224 px images) in the
-same order, AdamW, ``dataloader_num_workers=0``. Throughput is samples/s over the timed steps after the warm-up
-steps, collation included (wall time between step ends). Peak memory is the resident set size sampled every 5 ms
-during ``train()`` minus the size right before it (model and data already loaded). FLOPs per step are counted once
-with ``torch.utils.flop_counter.FlopCounterMode`` on one forward+backward of a training batch (what the variant
-executes: ours skips the prompt positions' vocabulary projection); MFU is achieved FLOP/s over the fp32 matmul peak
-of this machine measured in the same run (best of several 2048x2048 ``torch.mm``). Variants run in turn, ``--repeats``
-rounds, medians reported; rounds interleave the variants so machine load hits all alike.
+query tokens), batch 8, the same synthetic held-in samples (instruction + short answer, 224 px images), AdamW,
+``dataloader_num_workers=0``. Throughput is samples/s over the timed steps after the warm-up steps, collation
+included (wall time between step ends). Peak memory: the process's resident set size sampled every 5 ms during
+``train()`` (weights included: ours-fast holds its frozen weights in half the bytes), and its increase over the size
+right before ``train()``. FLOPs per step are counted once with ``torch.utils.flop_counter.FlopCounterMode`` on one
+forward + backward of a training batch (what the variant executes, split by the dtype each matmul runs in); MFU is
+the time the step would take at the matmul peak of each dtype (best of several 2048 x 2048 ``torch.mm`` in fp32 and
+in bf16, measured in the same run) over the time it takes. Variants run in turn, ``--repeats`` rounds, medians
+reported; rounds interleave the variants so machine load hits all alike. The share of the LLM's computed positions
+that are padding is reported for random batches and for length-grouped ones, on this data and on a larger draw.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +54,15 @@ import torch
 import transformers
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = ("stock", "ours", "ours+cache")
+#: name -> (ours?, fast path?, feature cache?); stock-bf16 is stock with bf16=True.
+VARIANTS: dict[str, tuple[bool, bool, bool]] = {
+    "stock-fp32": (False, False, False),
+    "stock-bf16": (False, False, False),
+    "ours-fp32": (True, False, False),
+    "ours-fp32+cache": (True, False, True),
+    "ours-fast": (True, True, False),
+    "ours-fast+cache": (True, True, True),
+}
 BATCH = 8
 
 
@@ -99,9 +117,9 @@ def prepare(folder: Path, quick: bool, num_samples: int) -> None:
     data.save_to_disk(str(folder / "data"))
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 FLOP/s of a square ``torch.mm`` on this machine (the MFU denominator)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of a square ``torch.mm`` in ``dtype`` on this machine (an MFU denominator)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
@@ -170,45 +188,75 @@ class PeakRss:
         self._thread.join()
 
 
-def load_variant(variant: str, folder: Path) -> tuple[Any, Any, type[transformers.Trainer], type[Any]]:
-    """(model, collator, trainer class, training-arguments class) of one variant."""
-    if variant == "stock":
+def load_variant(variant: str, folder: Path) -> tuple[Any, Any, type[transformers.Trainer], type[Any], dict]:
+    """(model, collator, trainer class, training-arguments class, extra arguments) of one variant."""
+    ours, fast, cached = VARIANTS[variant]
+    if not ours:
         model = transformers.InstructBlipForConditionalGeneration.from_pretrained(folder / "model")
         for name, param in model.named_parameters():  # the paper's policy, by hand
             param.requires_grad_(not name.startswith(("vision_model.", "language_model.")))
         processor = transformers.InstructBlipProcessor.from_pretrained(folder / "stock_processor")
-        return model, StockCollator(processor), transformers.Trainer, transformers.TrainingArguments
+        extra = {"bf16": variant == "stock-bf16"}
+        return model, StockCollator(processor), transformers.Trainer, transformers.TrainingArguments, extra
 
     from hf_instructblip import HfInstructBlipProcessor, InstructBlipForConditionalGeneration
     from hf_instructblip.data.collator import InstructBlipDataCollator
     from hf_instructblip.training import InstructBlipTrainer, InstructBlipTrainingArguments
 
     model = InstructBlipForConditionalGeneration.from_pretrained(folder / "model")
+    frozen_dtype = str(model.hold_frozen_in("auto" if fast else "float32")).removeprefix("torch.")
     processor = HfInstructBlipProcessor.from_pretrained(folder / "ours_processor")
     cache = None
-    if variant == "ours+cache":
+    if cached:
         from hf_instructblip.data.feature_cache import VisionFeatureCache
 
-        cache = VisionFeatureCache.load(folder / "cache", model=model, processor=processor)
-    collator = InstructBlipDataCollator.for_model(model, processor, feature_cache=cache)
-    return model, collator, InstructBlipTrainer, InstructBlipTrainingArguments
+        cache = VisionFeatureCache.load(folder / f"cache-{frozen_dtype}", model=model, processor=processor)
+    collator = InstructBlipDataCollator.for_model(model, processor, feature_cache=cache, augment_images=False)
+    extra = {"frozen_dtype": frozen_dtype, "train_sampling_strategy": "group_by_length" if fast else "random"}
+    return model, collator, InstructBlipTrainer, InstructBlipTrainingArguments, extra
 
 
-def count_flops(model: Any, batch: dict[str, torch.Tensor]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
+class DtypeFlopCounter:
+    """FLOPs of what runs inside it, split by the dtype of each op's first floating input (bf16 matmuls apart)."""
 
+    def __init__(self) -> None:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        by_dtype: Counter[str] = Counter()
+
+        class Counting(FlopCounterMode):
+            def _count_flops(self, func_packet, out, args, kwargs):  # type: ignore[no-untyped-def]
+                if func_packet in self.flop_registry:
+                    flops = self.flop_registry[func_packet](*args, **kwargs, out_val=out)
+                    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+                    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+                    by_dtype[str(dtype).removeprefix("torch.")] += int(flops)
+                return super()._count_flops(func_packet, out, args, kwargs)
+
+        self.by_dtype = by_dtype
+        self.mode = Counting(display=False)
+
+    def __enter__(self) -> DtypeFlopCounter:
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.mode.__exit__(*exc)
+
+
+def count_flops(model: Any, batch: dict[str, torch.Tensor], autocast: bool) -> dict[str, int]:
     model.train()
-    with FlopCounterMode(display=False) as counter:
+    with DtypeFlopCounter() as counter, torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         model(**batch).loss.backward()
     model.zero_grad(set_to_none=True)
-    return int(counter.get_total_flops())
+    return dict(counter.by_dtype)
 
 
-def run_variant(variant: str, folder: Path, warmup: int, steps: int) -> dict[str, float]:
+def run_variant(variant: str, folder: Path, warmup: int, steps: int) -> dict[str, Any]:
     import datasets
 
     torch.manual_seed(0)
-    model, collator, trainer_class, arguments_class = load_variant(variant, folder)
+    model, collator, trainer_class, arguments_class, extra = load_variant(variant, folder)
     data = datasets.load_from_disk(str(folder / "data"))
     clock = StepClock()
     args = arguments_class(  # the same fields for all: no warm-up, AdamW, the paper's lr and weight decay
@@ -226,9 +274,11 @@ def run_variant(variant: str, folder: Path, warmup: int, steps: int) -> dict[str
         remove_unused_columns=False,
         warmup_steps=0,
         seed=0,
+        **extra,
     )
     trainer = trainer_class(model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[clock])
-    flops = count_flops(model, collator([data[i] for i in range(BATCH)]))  # after the trainer froze what it freezes
+    # after the trainer froze what it freezes (and held what it holds)
+    flops = count_flops(model, collator([data[i] for i in range(BATCH)]), autocast=bool(extra.get("bf16")))
     before = PeakRss.now()
     with PeakRss() as rss:
         trainer.train()
@@ -236,23 +286,59 @@ def run_variant(variant: str, folder: Path, warmup: int, steps: int) -> dict[str
     seconds_per_step = (timed[-1] - timed[0]) / (len(timed) - 1)
     return {
         "samples_per_s": BATCH / seconds_per_step,
-        "peak_mib": (rss.peak - before) / 2**20,
-        "flops_per_step": flops,
+        "peak_mib": rss.peak / 2**20,
+        "increase_mib": (rss.peak - before) / 2**20,
+        "flops": flops,
+        "frozen_dtype": extra.get("frozen_dtype", "bfloat16 (autocast)" if extra.get("bf16") else "float32"),
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
 
 
-def build_cache(folder: Path) -> float:
+def build_cache(folder: Path, frozen_dtype: str) -> dict[str, Any]:
     import datasets
 
     from hf_instructblip import HfInstructBlipProcessor, InstructBlipForConditionalGeneration
     from hf_instructblip.data.feature_cache import VisionFeatureCache
 
     model = InstructBlipForConditionalGeneration.from_pretrained(folder / "model").eval()
+    dtype = str(model.hold_frozen_in(frozen_dtype)).removeprefix("torch.")
     processor = HfInstructBlipProcessor.from_pretrained(folder / "ours_processor")
     start = time.perf_counter()
-    VisionFeatureCache.build(model, processor, datasets.load_from_disk(str(folder / "data")), folder / "cache")
-    return time.perf_counter() - start
+    VisionFeatureCache.build(
+        model, processor, datasets.load_from_disk(str(folder / "data")), folder / f"cache-{dtype}"
+    )
+    seconds = time.perf_counter() - start
+    size = sum(f.stat().st_size for f in (folder / f"cache-{dtype}").glob("shard-*"))
+    return {"dtype": dtype, "seconds": seconds, "mib": size / 2**20}
+
+
+def padding_shares(folder: Path, extra_samples: int) -> dict[str, dict[str, float]]:
+    """Share of the LLM's computed positions that are padding, random vs length-grouped batches of 8: on the
+    benchmark's samples and on a larger draw of the same synthetic tasks."""
+    import datasets
+
+    from hf_instructblip import HfInstructBlipProcessor
+    from hf_instructblip.data.collator import InstructBlipDataCollator
+    from hf_instructblip.data.length_grouping import LengthGroupedSampler, padding_share
+    from hf_instructblip.data.mixture import concatenate_mixture
+    from hf_instructblip.data.synthetic import SYNTHETIC_HELD_IN, synthetic_mixture
+
+    processor = HfInstructBlipProcessor.from_pretrained(folder / "ours_processor")
+    collator = InstructBlipDataCollator(processor, decoder_only=True, augment_images=False)
+    per_task = -(-extra_samples // len(SYNTHETIC_HELD_IN))
+    larger = concatenate_mixture(synthetic_mixture(SYNTHETIC_HELD_IN, per_task, seed=1, image_size=32))
+    shares = {}
+    for name, data in (("benchmark", datasets.load_from_disk(str(folder / "data"))), ("larger", larger)):
+        lengths = collator.sample_lengths(data)
+        image = processor.num_query_tokens
+        random_order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist()
+        grouped = list(LengthGroupedSampler(lengths, BATCH, seed=0))
+        shares[name] = {
+            "samples": len(lengths),
+            "random": padding_share(lengths, random_order, BATCH, fixed=image),
+            "grouped": padding_share(lengths, grouped, BATCH, fixed=image),
+        }
+    return shares
 
 
 # ----- driver --------------------------------------------------------------------------------------------------
@@ -268,35 +354,55 @@ def child(args: argparse.Namespace, *command: str) -> dict[str, Any]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def report(results: dict[str, list[dict[str, float]]], cache_s: float, peak: float, args: argparse.Namespace) -> str:
+def report(
+    results: dict[str, list[dict[str, Any]]],
+    caches: list[dict[str, Any]],
+    peaks: dict[str, float],
+    shares: dict[str, dict[str, float]],
+    load: tuple[float, float],
+    args: argparse.Namespace,
+) -> str:
     def median(variant: str, key: str) -> float:
         return statistics.median(r[key] for r in results[variant])
 
-    stock = median("stock", "samples_per_s")
+    def flops(variant: str) -> dict[str, float]:
+        names = {d for r in results[variant] for d in r["flops"]}
+        return {d: statistics.median(r["flops"].get(d, 0) for r in results[variant]) for d in names}
+
+    fast_dtype = results["ours-fast"][0]["frozen_dtype"]
+    base = {v: median(v, "samples_per_s") for v in ("stock-fp32", "stock-bf16")}
+    memory = median("stock-fp32", "peak_mib"), median("stock-fp32", "increase_mib")
     lines = [
         f"{os.cpu_count()} CPU cores ({platform.machine()}), {torch.get_num_threads()} torch threads, torch "
-        f"{torch.__version__}, transformers {transformers.__version__}; batch {BATCH}, fp32, {args.warmup} warm-up + "
-        f"{args.steps} timed steps, {args.repeats} round(s); fp32 matmul peak {peak / 1e9:.1f} GFLOP/s.",
+        f"{torch.__version__}, transformers {transformers.__version__}; batch {BATCH}, {args.warmup} warm-up + "
+        f"{args.steps} timed steps, {args.repeats} round(s); matmul peak fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
+        f"bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s; ours-fast held the frozen parts in {fast_dtype}; load average "
+        f"{load[0]:.2f} before, {load[1]:.2f} after.",
         "",
-        "| variant | samples/s | vs stock | peak memory during train | GFLOP/step | achieved GFLOP/s | MFU |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | samples/s | vs stock fp32 | vs stock bf16 | peak RSS (vs stock fp32) | increase in train | "
+        "GFLOP/step (bf16 share) | MFU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for variant in VARIANTS:
         speed = median(variant, "samples_per_s")
-        flops = median(variant, "flops_per_step")
-        achieved = flops * speed / BATCH
+        counted = flops(variant)
+        total = sum(counted.values())
+        at_peak = sum(f / peaks.get(d, peaks["float32"]) for d, f in counted.items())  # seconds at the peaks
+        peak, increase = median(variant, "peak_mib"), median(variant, "increase_mib")
         lines.append(
-            f"| {variant} | {speed:.2f} | {speed / stock:.2f}x | {median(variant, 'peak_mib'):.0f} MiB | "
-            f"{flops / 1e9:.1f} | {achieved / 1e9:.1f} | {achieved / peak:.1%} |"
+            f"| {variant} | {speed:.2f} | {speed / base['stock-fp32']:.2f}x | {speed / base['stock-bf16']:.2f}x | "
+            f"{peak:.0f} MiB ({peak / memory[0]:.2f}x) | {increase:.0f} MiB ({increase / memory[1]:.2f}x) | "
+            f"{total / 1e9:.1f} ({counted.get('bfloat16', 0) / total:.0%}) | {at_peak * speed / BATCH:.1%} |"
         )
-    rounds = ", ".join(
-        f"{variant}: " + "/".join(f"{r['samples_per_s']:.2f}" for r in results[variant]) for variant in VARIANTS
-    )
-    lines += [
-        "",
-        f"Per-round samples/s: {rounds}.",
-        f"Feature cache build (once, {args.samples} samples): {cache_s:.1f} s.",
-    ]
+    rounds = "; ".join(f"{v}: " + "/".join(f"{r['samples_per_s']:.2f}" for r in results[v]) for v in VARIANTS)
+    builds = ", ".join(f"{c['dtype']} {c['seconds']:.1f} s, {c['mib']:.0f} MiB" for c in caches)
+    lines += ["", f"Per-round samples/s: {rounds}.", f"Feature cache build (once, {args.samples} samples): {builds}."]
+    lines += ["", "Padding share of the LLM's computed positions (image tokens included), batches of 8:"]
+    for name, share in shares.items():
+        lines.append(
+            f"- {name} data ({share['samples']} samples): random batches {share['random']:.1%}, length-grouped "
+            f"{share['grouped']:.1%}"
+        )
     return "\n".join(lines)
 
 
@@ -306,6 +412,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--padding-samples", type=int, default=1000, help="the larger draw for the padding share")
     parser.add_argument("--output", type=Path, help="also write the report here")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
@@ -316,22 +423,25 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.child:
         if args.child[0] == "cache":
-            print(json.dumps({"seconds": build_cache(args.folder)}))
+            print(json.dumps(build_cache(args.folder, args.child[1])))
         else:
             variant, warmup, steps = args.child[0], int(args.child[1]), int(args.child[2])
             print(json.dumps(run_variant(variant, args.folder, warmup, steps)))
         return
     args.samples = BATCH * (args.warmup + args.steps)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         args.folder = Path(tmp)
         prepare(args.folder, args.quick, args.samples)
-        cache_s = child(args, "cache")["seconds"]
-        results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+        caches = [child(args, "cache", dtype) for dtype in ("float32", "auto")]
+        shares = padding_shares(args.folder, args.padding_samples)
+        results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
         for round_ in range(args.repeats):
-            order = VARIANTS if round_ % 2 == 0 else tuple(reversed(VARIANTS))
+            order = list(VARIANTS) if round_ % 2 == 0 else list(reversed(VARIANTS))
             for variant in order:
                 results[variant].append(child(args, variant, str(args.warmup), str(args.steps)))
-        text = report(results, cache_s, matmul_peak_flops(), args)
+        peaks = {"float32": matmul_peak_flops(torch.float32), "bfloat16": matmul_peak_flops(torch.bfloat16)}
+        text = report(results, caches, peaks, shares, (load_before, os.getloadavg()[0]), args)
     print(text)
     if args.output:
         args.output.write_text(text + "\n")

@@ -188,6 +188,7 @@ class InstructBlipTrainer(Trainer):
         if column in (getattr(dataset, "column_names", None) or ()):
             lengths = [int(length) for length in dataset[column]]
         elif isinstance(self.data_collator, InstructBlipDataCollator):
+            logger.info("Counting the text tokens of %d training samples, to batch them by length.", len(dataset))
             lengths = self.data_collator.sample_lengths(dataset)
         else:
             logger.warning(
