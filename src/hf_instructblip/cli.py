@@ -162,9 +162,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from .demo import DemoConfig, run_demo
+    from .hub import PushToHubError
 
-    run_demo(args.output, max_steps=args.max_steps)
+    config = DemoConfig(**({"max_steps": args.max_steps} if args.max_steps is not None else {}))
+    try:
+        run_demo(args.output, config, push_to_hub=args.push_to_hub)
+    except PushToHubError as error:  # the folder is saved; only the push failed (the message never has the token)
+        print(f"hf-instructblip demo: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -330,10 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_cmd_evaluate)
 
     demo = commands.add_parser(
-        "demo", help="build a mini model from the shipped real parts and instruction-tune it for ~2 minutes"
+        "demo",
+        help="build InstructBLIP from pretrained shipped parts (EfficientNet-Lite0, MiniLM, SmolLM2), instruction-tune "
+        "it on CPU, evaluate before/after, save model, results, plot and model card",
     )
     demo.add_argument("--output", default="outputs/demo-model")
-    demo.add_argument("--max-steps", type=int, default=60, help="training steps (batch 8)")
+    demo.add_argument("--max-steps", type=int, default=None, help="training steps (default: the demo's, DemoConfig)")
+    demo.add_argument("--push-to-hub", metavar="REPO", default=None, help="push the saved folder to this Hub repo")
     demo.set_defaults(func=_cmd_demo)
 
     train = commands.add_parser("train", help="instruction-tune from a YAML/JSON config (model, data, training)")

@@ -82,6 +82,7 @@ _HYPERPARAMETERS = (
     "weight_decay",
     "adam_beta1",
     "adam_beta2",
+    "max_grad_norm",
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
     "max_steps",
@@ -89,6 +90,7 @@ _HYPERPARAMETERS = (
     "seed",
     "bf16",
     "fp16",
+    "frozen_dtype",
     "apply_trainable_policy",
     "same_dataset_per_batch",
     "mixture_multipliers",
@@ -231,7 +233,7 @@ def _eval_results(results: Mapping[str, DatasetResult]) -> list[EvalResult]:
         entries.append(
             EvalResult(
                 task_type="image-text-to-text",
-                task_name="Zero-shot image-text-to-text",
+                task_name="Zero-shot image-text-to-text" if result.held_out else "Held-in image-text-to-text",
                 dataset_type=(spec.hub_id if spec and spec.hub_id else name),
                 dataset_name=titles.get(name, name),
                 dataset_config=spec.hub_config if spec else None,
@@ -247,9 +249,13 @@ def _eval_results(results: Mapping[str, DatasetResult]) -> list[EvalResult]:
 def _results_section(results: Mapping[str, DatasetResult] | None) -> str:
     if not results:
         return "No evaluation results were pushed with this model."
-    kinds = sorted({"held-out" if r.held_out else "held-in" for r in results.values()})
+    present = []
+    if any(r.held_out for r in results.values()):
+        present.append("held-out datasets: zero-shot, task types never trained on")
+    if not all(r.held_out for r in results.values()):
+        present.append("held-in datasets: unseen samples of trained tasks")
     table = results_table(results)
-    return f"Zero-shot results ({', '.join(kinds)} datasets; scores x100, the paper's Table 1 layout):\n\n{table}"
+    return f"Results ({'; '.join(present)}; scores x100, the paper's Table 1 layout):\n\n{table}"
 
 
 def _with_results(card: ModelCard, results: Mapping[str, DatasetResult], model_name: str) -> ModelCard:
@@ -277,6 +283,7 @@ def _hub_id(name: Any) -> str | None:
 def _components(config: Any, card: CardInfo) -> list[dict[str, str]]:
     vision, qformer, text = config.vision_config, config.qformer_config, config.text_config
     not_recorded = "not recorded"
+    recorded = getattr(config, "part_sources", None) or {}  # written by building.build_model
     image_size = getattr(vision, "image_size", "?")
     text_width = getattr(text, "hidden_size", None) or getattr(text, "d_model", "?")
     text_layers = getattr(text, "num_hidden_layers", None) or getattr(text, "num_layers", "?")
@@ -287,22 +294,35 @@ def _components(config: Any, card: CardInfo) -> list[dict[str, str]]:
             "architecture": f"{vision.model_type}, width {qformer.encoder_hidden_size}, "  # a CNN's: its channels
             f"{getattr(vision, 'num_hidden_layers', '?')} layers, "
             f"{image_size} px, feature layer {config.vision_feature_layer}",
-            "source": card.vision_source or _hub_id(getattr(vision, "_name_or_path", None)) or not_recorded,
+            "source": card.vision_source
+            or recorded.get("vision")
+            or _hub_id(getattr(vision, "_name_or_path", None))
+            or not_recorded,
             "trained": "no (frozen)",
         },
         {
             "part": "Q-Former",
             "architecture": f"width {qformer.hidden_size}, {qformer.num_hidden_layers} layers, cross-attention every "
             f"{qformer.cross_attention_frequency}, {config.num_query_tokens} queries, {qformer_input}",
-            "source": card.qformer_source or not_recorded,
+            "source": card.qformer_source or recorded.get("qformer") or not_recorded,
             "trained": "yes (with query tokens, projection, vision LayerNorm)",
         },
         {
             "part": "language model",
             "architecture": f"{text.model_type}, width {text_width}, {text_layers} layers, vocabulary "
             f"{text.vocab_size}",
-            "source": card.llm_source or _hub_id(getattr(text, "_name_or_path", None)) or not_recorded,
+            "source": card.llm_source
+            or recorded.get("llm")
+            or _hub_id(getattr(text, "_name_or_path", None))
+            or not_recorded,
             "trained": "no (frozen)",
+        },
+        {
+            "part": "query tokens, projection",
+            "architecture": f"{config.num_query_tokens} x {qformer.hidden_size} queries; linear {qformer.hidden_size} "
+            f"-> {text_width}",
+            "source": recorded.get("new", not_recorded),
+            "trained": "yes",
         },
     ]
 
