@@ -30,6 +30,7 @@ the paper's OCR datasets), so copying answers them; the short-VQA tasks (colour,
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ __all__ = [
     "evaluate_demo",
     "guess_chance",
     "run_demo",
+    "sampling_multipliers",
     "save_demo_outputs",
     "show_generations",
     "train_demo",
@@ -101,6 +103,10 @@ class DemoConfig:
         eval_samples: Samples per evaluation task.
         seed: Seeds the build's new parts, the training data and the sampler.
         frozen_dtype: Dtype of the frozen tower and LLM (``"auto"``: bf16 where the CPU runs it natively).
+        qformer_text_input: False builds the BLIP-2-style Q-Former that never reads the instruction (the paper's
+            "w/o instruction-aware visual features", arXiv 2305.06500 Table 2).
+        mixture_sampling: ``"balanced"`` (each dataset by the square root of its size, arXiv 2305.06500 §2.4) or
+            ``"proportional"`` (by its size: the paper's "w/o data balancing").
     """
 
     vision: str | dict[str, Any] = "shipped:efficientnet"
@@ -116,6 +122,8 @@ class DemoConfig:
     eval_samples: int = 32
     seed: int = 0
     frozen_dtype: str = "auto"
+    qformer_text_input: bool = True
+    mixture_sampling: str = "balanced"
 
     def describe_vision(self) -> str:
         if self.vision == "shipped:efficientnet":
@@ -132,7 +140,14 @@ def build_demo_model(config: DemoConfig) -> BuiltModel:
     vision = config.vision
     if isinstance(vision, dict):
         vision = {**vision, "image_size": config.image_size}
-    built = build_model(vision, config.qformer, config.llm, num_query_tokens=config.num_query_tokens, seed=config.seed)
+    built = build_model(
+        vision,
+        config.qformer,
+        config.llm,
+        num_query_tokens=config.num_query_tokens,
+        qformer_text_input=config.qformer_text_input,
+        seed=config.seed,
+    )
     # A feature-map tower (EfficientNet) takes any size: the processor resizes to the demo's
     built.processor.image_processor.size = {"height": config.image_size, "width": config.image_size}
     built.model.config.vision_config.image_size = config.image_size
@@ -159,7 +174,8 @@ def demo_eval_sets(config: DemoConfig, tasks: Sequence[str]) -> dict[str, datase
 def train_demo(
     built: BuiltModel, parts: Mapping[str, datasets.Dataset], config: DemoConfig, output_dir: str | Path
 ) -> Any:
-    """Instruction-tune ``built.model`` in place on ``parts`` with balanced sampling; returns the trainer.
+    """Instruction-tune ``built.model`` in place on ``parts``, sampled by ``config.mixture_sampling``; returns the
+    trainer.
 
     The paper's trainable set (Q-Former, queries, projection, vision LayerNorm), the rest frozen; the trainer's
     progress bar shows the steps. Nothing is saved (see `save_demo_outputs`).
@@ -179,6 +195,7 @@ def train_demo(
         use_cpu=True,
         seed=config.seed,
         frozen_dtype=config.frozen_dtype,
+        mixture_multipliers=sampling_multipliers(config.mixture_sampling, {n: len(p) for n, p in parts.items()}),
     )
     trainer = InstructBlipTrainer(
         model=built.model,
@@ -190,6 +207,16 @@ def train_demo(
     )
     trainer.train()
     return trainer
+
+
+def sampling_multipliers(sampling: str, sizes: Mapping[str, int]) -> dict[str, float] | None:
+    """Mixture multipliers (on the sqrt(size) weights of `data.mixture.mixture_weights`) that sample ``sizes`` the
+    ``sampling`` way: none for ``"balanced"``; sqrt(size) for ``"proportional"`` (sqrt(S) * sqrt(S) = S)."""
+    if sampling == "balanced":
+        return None
+    if sampling == "proportional":
+        return {name: math.sqrt(size) for name, size in sizes.items()}
+    raise ValueError(f"DemoConfig.mixture_sampling must be 'balanced' or 'proportional', got {sampling!r}.")
 
 
 def guess_chance(dataset: datasets.Dataset) -> float:
