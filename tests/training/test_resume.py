@@ -1,6 +1,6 @@
 """Resume without loss: a training process killed with SIGKILL mid-training and resumed from its last checkpoint by
-`hf-instructblip train` ends with exactly the weights of an uninterrupted run (same seed, CPU, fp32, no dataloader
-workers).
+`hf-instructblip train` ends with exactly the weights of an uninterrupted run (same seed, CPU, no dataloader workers,
+the frozen parts held in bf16 as the command's fast path holds them: the checkpoint stores them in bf16).
 
 The kill happens at a point the run itself signals, not after a timed wait: the killed process runs the train command
 with one extra callback, which SIGKILLs its own process as soon as the Trainer reports the first checkpoint saved.
@@ -61,6 +61,9 @@ def config(tokenizer_dirs, tmp_path_factory) -> Path:
         # Two datasets: the balanced-mixture sampler; 32 samples in batches of 4: the run crosses epochs.
         "data": {"datasets": ["synthetic_vqa", "synthetic_counting"], "samples_per_dataset": 16},
         "training": {
+            # bf16 on every CPU (not "auto", fp32 without native bf16): the resumed and the uninterrupted run compute
+            # the same thing, so bit-identical holds in bf16 too, and the bf16 checkpoint round trip is exercised
+            "frozen_dtype": "bfloat16",
             "max_steps": MAX_STEPS,
             "per_device_train_batch_size": 4,
             "learning_rate": 1e-3,
@@ -135,6 +138,7 @@ def test_sigkilled_run_resumes_to_the_same_weights_as_an_uninterrupted_one(confi
 
     resumed, expected = load_file(killed / "model.safetensors"), load_file(reference / "model.safetensors")
     assert resumed.keys() == expected.keys()
+    assert {resumed[n].dtype for n in resumed if n.startswith("language_model.")} == {torch.bfloat16}  # as pinned
     different = [name for name in expected if not torch.equal(resumed[name], expected[name])]
     assert not different, f"{len(different)} tensors differ after resuming, e.g. {different[:3]}"
     assert _losses(killed) == _losses(reference)  # the same loss at every step, before and after the kill
