@@ -51,8 +51,8 @@ one seed gives no spread). Claim (c) is judged on the held-out mean only: the pa
 that seed: tests/test_replicate_claims.py checks it); a run is one training and one evaluation, so the total is about
 ``seeds * (build + 4 * (steps * step + 7 * eval_samples * sample))``. Measured on 2 CPU cores shared with another
 training job (this process got about 0.7 of a core): build 40 s, a step of 8 samples at 224 px 12.9 s, an evaluated
-sample 1.8 s (generation held-in, ranking held-out); alone on the 2 cores about 2.3x less. The script prints its
-estimate of the time left after every run, and the total at the end (also in the JSON).
+sample 1.8 s (generation held-in, ranking held-out); alone on the 2 cores perhaps 2-3x less (not measured). The
+script prints its estimate of the time left after every run, and the total at the end (also in the JSON).
 """
 
 from __future__ import annotations
