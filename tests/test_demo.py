@@ -21,7 +21,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel, LlamaConfig, Llam
 from conftest import LLAMA, VISION
 from hf_instructblip import InstructBlipForConditionalGeneration
 from hf_instructblip.data.synthetic import COLORS, SHAPES, SYNTHETIC_HELD_IN, SYNTHETIC_HELD_OUT, synthetic_dataset
-from hf_instructblip.demo import EVAL_TASKS, DemoConfig, guess_chance, run_demo
+from hf_instructblip.demo import EVAL_TASKS, DemoConfig, blind_baseline, guess_chance, run_demo
 
 
 def make_tiny_parts(root: Path, tokenizer_dirs) -> tuple[Path, Path]:
@@ -123,7 +123,7 @@ def test_config_records_part_sources_across_save_and_load(demo):
 def test_demo_prints_before_after_chance_and_tables(demo):
     printed = demo[3]
     assert "vision tower random vit tower (frozen)" in printed
-    assert "before  after chance" in printed and "short VQA (vqa + counting)" in printed
+    assert "before  after chance  blind" in printed and "short VQA (vqa + counting)" in printed
     assert "| chance level |" in printed  # the held-out table as the harness writes it
     assert "What is in the photo?" in printed  # the README's plain prompt, shown before and after
 
@@ -137,3 +137,15 @@ def test_guess_chance_follows_each_question_vocabulary():
     assert guess_chance(synthetic_dataset("synthetic_counting", 10)) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="synthetic_captioning"):
         guess_chance(synthetic_dataset("synthetic_captioning", 2))
+
+
+def test_blind_baseline_is_each_kind_most_common_answer():
+    counting = synthetic_dataset("synthetic_counting", 60, seed=5)
+    most_common = max(counting["target"].count(answer) for answer in set(counting["target"]))
+    assert blind_baseline(counting) == pytest.approx(most_common / 60)
+    assert blind_baseline(counting) > guess_chance(counting)  # counts are skewed towards 1: "chance" flatters
+    vqa = synthetic_dataset("synthetic_vqa", 60, seed=5)
+    colours = [t for t in vqa["target"] if t in COLORS]
+    shapes = [t for t in vqa["target"] if t in SHAPES]
+    expected = max(map(colours.count, colours)) + max(map(shapes.count, shapes))
+    assert blind_baseline(vqa) == pytest.approx(expected / 60)

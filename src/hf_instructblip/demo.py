@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "RANDOM_VIT_CONFIG",
     "DemoConfig",
     "DemoEvaluation",
+    "blind_baseline",
     "build_demo_model",
     "demo_eval_sets",
     "demo_training_data",
@@ -107,6 +109,8 @@ class DemoConfig:
             "w/o instruction-aware visual features", arXiv 2305.06500 Table 2).
         mixture_sampling: ``"balanced"`` (each dataset by the square root of its size, arXiv 2305.06500 §2.4) or
             ``"proportional"`` (by its size: the paper's "w/o data balancing").
+        vision_feature_layer: Which of the tower's outputs the Q-Former reads (-1: the last; for EfficientNet an
+            earlier block's map keeps more resolution and colour, see `building.build_model`).
     """
 
     vision: str | dict[str, Any] = "shipped:efficientnet"
@@ -124,6 +128,7 @@ class DemoConfig:
     frozen_dtype: str = "auto"
     qformer_text_input: bool = True
     mixture_sampling: str = "balanced"
+    vision_feature_layer: int = -1
 
     def describe_vision(self) -> str:
         if self.vision == "shipped:efficientnet":
@@ -146,6 +151,7 @@ def build_demo_model(config: DemoConfig) -> BuiltModel:
         config.llm,
         num_query_tokens=config.num_query_tokens,
         qformer_text_input=config.qformer_text_input,
+        vision_feature_layer=config.vision_feature_layer,
         seed=config.seed,
     )
     # A feature-map tower (EfficientNet) takes any size: the processor resizes to the demo's
@@ -240,12 +246,44 @@ def guess_chance(dataset: datasets.Dataset) -> float:
     return sum(chances) / len(chances)
 
 
+def _answer_kind(name: str, target: str) -> str:
+    if target in COLORS:
+        return "colour"
+    if target in SHAPES:
+        return "shape"
+    if name == "synthetic_ocr":
+        return "number" if target.isdigit() else "word"
+    return name
+
+
+def blind_baseline(dataset: datasets.Dataset) -> float:
+    """Accuracy of the best answer given without the image: for each kind of answer (colour, shape, count, word,
+    number), always that kind's most common answer in ``dataset`` itself.
+
+    Stricter than `guess_chance` where answers are skewed: most synthetic counting questions ("How many red shapes
+    are there?") have the answer 1, so always answering "1" scores far above 1/4 without looking.
+    """
+    by_kind: dict[str, Counter[str]] = {}
+    for name, target in zip(dataset["dataset"], dataset["target"]):
+        by_kind.setdefault(_answer_kind(name, target), Counter())[target] += 1
+    return sum(max(counts.values()) for counts in by_kind.values()) / len(dataset)
+
+
 @dataclass
 class DemoEvaluation:
-    """Held-in (generation, exact match, with `guess_chance`) and held-out (zero-shot, ranked) results."""
+    """Held-in (generation, exact match, with `guess_chance` and `blind_baseline`) and held-out (zero-shot, ranked)
+    results."""
 
     held_in: dict[str, DatasetResult]
     held_out: dict[str, DatasetResult]
+    blind: dict[str, float] = field(default_factory=dict)  # held-in task -> `blind_baseline`
+
+    @property
+    def short_vqa_blind(self) -> float:
+        """`blind_baseline` of the short-VQA tasks together."""
+        results = {name: self.held_in[name] for name in SHORT_VQA_TASKS if name in self.held_in}
+        total = sum(r.num_samples for r in results.values())
+        return sum(self.blind.get(name, float("nan")) * r.num_samples for name, r in results.items()) / total
 
     @property
     def short_vqa(self) -> tuple[float, float]:
@@ -276,7 +314,7 @@ def evaluate_demo(
     for name, result in generated.items():
         result.chance = guess_chance(held_in[name])
     ranked = evaluate_zero_shot(model, processor, dict(held_out), batch_size=batch_size, progress=False)
-    return DemoEvaluation(generated, ranked)
+    return DemoEvaluation(generated, ranked, {name: blind_baseline(data) for name, data in held_in.items()})
 
 
 def show_generations(
@@ -330,14 +368,18 @@ def _percent(value: float | None) -> str:
 
 def _print_comparison(before: DemoEvaluation, after: DemoEvaluation) -> None:
     print("\nHeld-in tasks (unseen scenes of the trained task types; greedy, exact match), accuracy %:")
-    print(f"  {'task':<28} {'before':>6} {'after':>6} {'chance':>6}")
+    print("  (chance: a uniform guess among the allowed answers; blind: each kind's most common answer, no image)")
+    print(f"  {'task':<28} {'before':>6} {'after':>6} {'chance':>6} {'blind':>6}")
     for name, result in after.held_in.items():
         print(
             f"  {name:<28} {_percent(before.held_in[name].score):>6} {_percent(result.score):>6} "
-            f"{_percent(result.chance):>6}"
+            f"{_percent(result.chance):>6} {_percent(after.blind.get(name)):>6}"
         )
     (old, _), (new, chance) = before.short_vqa, after.short_vqa
-    print(f"  {'short VQA (vqa + counting)':<28} {_percent(old):>6} {_percent(new):>6} {_percent(chance):>6}")
+    print(
+        f"  {'short VQA (vqa + counting)':<28} {_percent(old):>6} {_percent(new):>6} {_percent(chance):>6} "
+        f"{_percent(after.short_vqa_blind):>6}"
+    )
     print("\nHeld-out task types (zero-shot: never trained on; candidates ranked), score %:")
     print(f"  {'task':<28} {'before':>6} {'after':>6} {'chance':>6}  metric")
     for name, result in after.held_out.items():
