@@ -179,9 +179,12 @@ def test_judge_follows_the_stated_rule():
 
 
 def test_command_line_defaults_are_the_demo_config_read_at_run_time():
-    assert claims.config_from_args(claims.parse_args([])) == DemoConfig()
+    config = claims.config_from_args(claims.parse_args([]))
+    assert config == dataclasses.replace(DemoConfig(), **claims.CLAIMS_DEFAULTS)
+    assert (config.max_steps, config.learning_rate, config.feature_layer()) == (120, 3e-4, -1)  # the committed run
     args = claims.parse_args(["--quick", "--steps", "7"])
     assert (args.seeds, args.steps, args.eval_samples) == (2, 7, 4)
     config = claims.config_from_args(claims.parse_args(["--image-size", "96", "--learning-rate", "1e-3"]))
-    assert (config.image_size, config.learning_rate, config.max_steps) == (96, 1e-3, DemoConfig().max_steps)
+    assert (config.image_size, config.learning_rate, config.max_steps) == (96, 1e-3, 120)
+    assert config.vision == DemoConfig().vision  # the parts are the demo's
     assert math.isclose(sum(claims.SIZE_RATIOS.values()), 16)
