@@ -21,7 +21,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel, LlamaConfig, Llam
 from conftest import LLAMA, VISION
 from hf_instructblip import InstructBlipForConditionalGeneration
 from hf_instructblip.data.synthetic import COLORS, SHAPES, SYNTHETIC_HELD_IN, SYNTHETIC_HELD_OUT, synthetic_dataset
-from hf_instructblip.demo import EVAL_TASKS, DemoConfig, blind_baseline, guess_chance, run_demo
+from hf_instructblip.demo import EVAL_TASKS, DemoConfig, blind_baseline, claims_section, guess_chance, run_demo
 
 
 def make_tiny_parts(root: Path, tokenizer_dirs) -> tuple[Path, Path]:
@@ -149,3 +149,14 @@ def test_blind_baseline_is_each_kind_most_common_answer():
     shapes = [t for t in vqa["target"] if t in SHAPES]
     expected = max(map(colours.count, colours)) + max(map(shapes.count, shapes))
     assert blind_baseline(vqa) == pytest.approx(expected / 60)
+
+
+def test_card_claims_section_comes_from_the_committed_replication(tmp_path):
+    results = tmp_path / "paper_claims.md"
+    assert claims_section(results) is None  # an installed wheel: no such file, no section
+    results.write_text(
+        "# Claims\n\n## Held-in\n\n| a |\n\n## Verdicts\n\n| (a) | reproduced |\n\n## Mixture\n\n| x |\n"
+    )
+    section = claims_section(results)
+    assert section.startswith("## The paper's three claims at this scale")
+    assert "| (a) | reproduced |" in section and "## Mixture" not in section and "## Held-in" not in section

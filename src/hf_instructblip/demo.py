@@ -53,6 +53,7 @@ __all__ = [
     "DemoEvaluation",
     "blind_baseline",
     "build_demo_model",
+    "claims_section",
     "demo_eval_sets",
     "demo_training_data",
     "evaluate_demo",
@@ -369,7 +370,33 @@ def save_demo_outputs(
     )
     readme = path / "README.md"
     render_model_card(path, repo_id or path.name, card, after.all_results()).save(readme)
+    claims = claims_section()
+    if claims:
+        with readme.open("a") as file:
+            file.write("\n" + claims)
     return {"results": json_path, "table": table_path, "plot": plot, "card": readme}
+
+
+#: The committed results of ``examples/replicate_paper_claims.py`` (present in a clone of the repository).
+CLAIMS_RESULTS = Path(__file__).resolve().parents[2] / "examples" / "results" / "paper_claims.md"
+
+
+def claims_section(results: Path = CLAIMS_RESULTS) -> str | None:
+    """The model card's section on the paper's three claims at this scale: the verdicts of the committed
+    replication (``examples/results/paper_claims.md``), or None where that file is absent (an installed wheel)."""
+    if not results.is_file():
+        return None
+    text = results.read_text()
+    start = text.find("## Verdicts")
+    if start < 0:
+        return None
+    end = text.find("\n## ", start + 1)
+    verdicts = text[start + len("## Verdicts") : end if end > 0 else None].strip()
+    return (
+        "## The paper's three claims at this scale\n\n"
+        "The same parts and synthetic tasks, 4 training arms x 3 seeds (`python examples/replicate_paper_claims.py`; "
+        "the full tables, with the paper's numbers, in `examples/results/paper_claims.md`):\n\n" + verdicts + "\n"
+    )
 
 
 def _percent(value: float | None) -> str:
