@@ -373,7 +373,7 @@ def save_demo_outputs(
     claims = claims_section()
     if claims:
         with readme.open("a") as file:
-            file.write("\n" + claims)
+            file.write("\n\n" + claims)
     return {"results": json_path, "table": table_path, "plot": plot, "card": readme}
 
 

@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 __all__ = ["plot_demo_results"]
 
 
-def _bars(axis: Any, title: str, before: Mapping[str, DatasetResult], after: Mapping[str, DatasetResult]) -> None:
+def _bars(
+    axis: Any,
+    title: str,
+    before: Mapping[str, DatasetResult],
+    after: Mapping[str, DatasetResult],
+    blind: Mapping[str, float] | None = None,
+) -> None:
     names = list(after)
     xs = range(len(names))
     width = 0.38
@@ -34,6 +40,9 @@ def _bars(axis: Any, title: str, before: Mapping[str, DatasetResult], after: Map
                         label="chance level" if x == 0 else None)  # fmt: skip
         axis.annotate(f"{100 * after[name].score:.0f}", (x + width / 2, 100 * after[name].score), ha="center",
                       va="bottom", fontsize=8)  # fmt: skip
+        if blind and name in blind:  # the best answer without the image (demo.blind_baseline)
+            axis.hlines(100 * blind[name], x - 0.45, x + 0.45, colors="black", linestyles=":",
+                        label="blind: most common answer" if x == 0 else None)  # fmt: skip
     axis.set_xticks(list(xs), [f"{n.removeprefix('synthetic_')}\n({after[n].metric})" for n in names], fontsize=8)
     axis.set_ylim(0, 100)
     axis.set_ylabel("score (%)")
@@ -86,7 +95,13 @@ def plot_demo_results(
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [3, 4, 4]})
-    _bars(axes[0], "held-in tasks: unseen scenes\n(greedy generation, exact match)", before.held_in, after.held_in)
+    _bars(
+        axes[0],
+        "held-in tasks: unseen scenes\n(greedy generation, exact match)",
+        before.held_in,
+        after.held_in,
+        after.blind,
+    )
     _bars(axes[1], "held-out task types: zero-shot\n(candidates ranked)", before.held_out, after.held_out)
     _loss(axes[2], log_history, vocab_size)
     figure.suptitle(title, fontsize=11)
