@@ -133,6 +133,17 @@ def reference_folder(tmp_path, llm):
 
 
 # ----- real tokenizers (SmolLM2's from the GGUF, MiniLM's + [DEC]) for processor tests ---------------------------------
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of tiny-tensor training tests (``pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")``): tiny matrices run fastest on one thread, and two threads on a CPU
+    shared with other jobs wait on each other at every small op (test_replicate_claims: 86 s instead of 8 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dirs(tmp_path_factory):
     from transformers import AutoTokenizer

@@ -41,14 +41,7 @@ claims = _load_script()
 ARMS = {arm.name: arm for arm in claims.ARMS}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread. Two threads on a CPU shared with other jobs wait on each other at every small op
-    (measured: 86 s instead of 8 s for the 8 runs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

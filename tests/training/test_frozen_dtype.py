@@ -19,14 +19,7 @@ from hf_instructblip.modeling_precision import resolve_frozen_dtype
 from hf_instructblip.training import InstructBlipTrainer, InstructBlipTrainingArguments, apply_lora
 from hf_instructblip.training.run import run_from_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one intra-op thread is faster, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _args(tmp_path, **overrides) -> InstructBlipTrainingArguments:

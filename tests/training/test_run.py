@@ -27,13 +27,7 @@ from hf_instructblip.training.run import last_complete_checkpoint, run_from_conf
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "configs"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one intra-op thread is faster, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
