@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,25 +236,14 @@ def sampling_multipliers(sampling: str, sizes: Mapping[str, int]) -> dict[str, f
     raise ValueError(f"DemoConfig.mixture_sampling must be 'balanced' or 'proportional', got {sampling!r}.")
 
 
-def guess_chance(dataset: datasets.Dataset) -> float:
-    """Accuracy of guessing uniformly among the answers a synthetic question allows (its answer vocabulary).
-
-    Colour questions: 1/5; shape questions: 1/4; counts (1-4): 1/4; OCR: 1 / (number of words) or 1/999 for
-    numbers (copying the prompt's OCR tokens does better: they are the answer).
-    """
-    chances = []
-    for name, target in zip(dataset["dataset"], dataset["target"]):
-        if target in COLORS:
-            chances.append(1 / len(COLORS))
-        elif target in SHAPES:
-            chances.append(1 / len(SHAPES))
-        elif name == "synthetic_counting":
-            chances.append(1 / 4)
-        elif name == "synthetic_ocr":
-            chances.append(1 / 999 if target.isdigit() else 1 / len(WORDS))
-        else:
-            raise ValueError(f"guess_chance: no answer vocabulary for {name!r} (target {target!r}).")
-    return sum(chances) / len(chances)
+#: Size of each answer kind's vocabulary (`_answer_kind`): the answers a synthetic question allows.
+_ANSWER_VOCABULARY = {
+    "colour": len(COLORS),
+    "shape": len(SHAPES),
+    "synthetic_counting": 4,
+    "number": 999,
+    "word": len(WORDS),
+}
 
 
 def _answer_kind(name: str, target: str) -> str:
@@ -265,6 +254,21 @@ def _answer_kind(name: str, target: str) -> str:
     if name == "synthetic_ocr":
         return "number" if target.isdigit() else "word"
     return name
+
+
+def guess_chance(dataset: datasets.Dataset) -> float:
+    """Accuracy of guessing uniformly among the answers a synthetic question allows (its answer vocabulary).
+
+    Colour questions: 1/5; shape questions: 1/4; counts (1-4): 1/4; OCR: 1 / (number of words) or 1/999 for
+    numbers (copying the prompt's OCR tokens does better: they are the answer).
+    """
+    chances = []
+    for name, target in zip(dataset["dataset"], dataset["target"]):
+        kind = _answer_kind(name, target)
+        if kind not in _ANSWER_VOCABULARY:
+            raise ValueError(f"guess_chance: no answer vocabulary for {name!r} (target {target!r}).")
+        chances.append(1 / _ANSWER_VOCABULARY[kind])
+    return sum(chances) / len(chances)
 
 
 def blind_baseline(dataset: datasets.Dataset) -> float:
@@ -289,23 +293,24 @@ class DemoEvaluation:
     held_out: dict[str, DatasetResult]
     blind: dict[str, float] = field(default_factory=dict)  # held-in task -> `blind_baseline`
 
+    def _short_vqa_mean(self, value: Callable[[str, DatasetResult], float]) -> float:
+        """``value`` of the short-VQA tasks, averaged over their samples (NaN when none was evaluated)."""
+        results = {name: self.held_in[name] for name in SHORT_VQA_TASKS if name in self.held_in}
+        total = sum(result.num_samples for result in results.values())
+        if not total:
+            return float("nan")
+        return sum(value(name, result) * result.num_samples for name, result in results.items()) / total
+
     @property
     def short_vqa_blind(self) -> float:
         """`blind_baseline` of the short-VQA tasks together."""
-        results = {name: self.held_in[name] for name in SHORT_VQA_TASKS if name in self.held_in}
-        total = sum(r.num_samples for r in results.values())
-        return sum(self.blind.get(name, float("nan")) * r.num_samples for name, r in results.items()) / total
+        return self._short_vqa_mean(lambda name, _: self.blind.get(name, float("nan")))
 
     @property
     def short_vqa(self) -> tuple[float, float]:
         """(accuracy, chance level) of the short-VQA tasks together (colour, shape, count)."""
-        results = [self.held_in[name] for name in SHORT_VQA_TASKS if name in self.held_in]
-        if not results:
-            return float("nan"), float("nan")
-        total = sum(r.num_samples for r in results)
-        score = sum(r.score * r.num_samples for r in results) / total
-        chance = sum((r.chance or 0.0) * r.num_samples for r in results) / total
-        return score, chance
+        score = self._short_vqa_mean(lambda _, result: result.score)
+        return score, self._short_vqa_mean(lambda _, result: result.chance or 0.0)
 
     def all_results(self) -> dict[str, DatasetResult]:
         return {**self.held_out, **self.held_in}
