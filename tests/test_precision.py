@@ -220,3 +220,71 @@ def test_the_feature_cache_stores_bf16_features_and_refuses_an_fp32_tower(tokeni
         fp32_cache.check_compatible(model, processor)
     pixels = processor.pixel_values([row["images"] for row in data])  # the batch the build ran
     assert torch.equal(model.get_vision_features(pixels)[0], features[0])  # what forward(pixel_values=...) computes
+
+
+def test_half_precision_attention_on_cpu_is_sdpa_on_fp32_copies():
+    """`UPCAST_SDPA`: bf16 queries/keys/values are attended in fp32 and the output cast back (bf16 SDPA kernels are
+    slow on CPUs); fp32 inputs take plain SDPA."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = torch.nn.Module()
+    module.is_causal = False
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=generator) for _ in range(3))
+    mask = torch.ones(2, 1, 5, 5, dtype=torch.bool).tril()
+    half = [t.bfloat16() for t in (q, k, v)]
+    output, _ = modeling_precision.upcast_sdpa_attention(module, *half, mask)
+    expected, _ = sdpa_attention_forward(module, *(t.float() for t in half), mask)
+    assert output.dtype == torch.bfloat16 and torch.equal(output, expected.bfloat16())
+    assert torch.equal(
+        modeling_precision.upcast_sdpa_attention(module, q, k, v, mask)[0],
+        sdpa_attention_forward(module, q, k, v, mask)[0],
+    )
+
+
+@pytest.mark.parametrize("llm", ["llama", "t5"])
+def test_a_held_llm_attends_in_fp32_on_cpu_with_its_padding_masks(llm):
+    """The LLM switches to `UPCAST_SDPA` in half precision (and back), and its attention still gets the padding
+    masks SDPA gets (an attention implementation without a registered mask function would get none)."""
+    model = tiny_model(llm)
+    assert model.language_model.config._attn_implementation == "sdpa"
+    model.hold_frozen_in("bfloat16")
+    assert model.language_model.config._attn_implementation == modeling_precision.UPCAST_SDPA
+    inputs = _inputs("token", llm)
+    inputs["attention_mask"][0, :2] = 0  # the first sample is padded on the left
+    masks: list[torch.Tensor | None] = []
+    attention = [m for n, m in model.language_model.named_modules() if n.endswith(("self_attn", "0.SelfAttention"))]
+    attention = [m for m in attention if llm == "llama" or not m.is_decoder]  # T5: the encoder reads the padding
+    hooks = [
+        m.register_forward_pre_hook(
+            lambda m, a, kw: masks.append(kw.get("attention_mask", kw.get("mask"))), with_kwargs=True
+        )
+        for m in attention
+    ]
+    with torch.no_grad():
+        model(**inputs)
+    for hook in hooks:
+        hook.remove()
+    assert len(masks) == len(attention) > 0
+    for mask in masks:
+        assert mask is not None
+        hidden = ~mask[0, 0, :, :2] if mask.dtype == torch.bool else mask[0, 0, :, :2] < -1e3
+        assert hidden.all()
+    model.hold_frozen_in("float32")
+    assert model.language_model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the process's memory map (Linux)")
+def test_holding_in_bf16_lets_the_mapped_fp32_checkpoint_go(tmp_path):
+    """from_pretrained maps the safetensors file; once the frozen parts are cast away from it, nothing may keep it
+    mapped (its pages would stay resident: 600 MiB for a 135M LLM)."""
+    import gc
+
+    tiny_model("llama").save_pretrained(tmp_path)
+    checkpoint = str(tmp_path / "model.safetensors")
+    model = InstructBlipForConditionalGeneration.from_pretrained(tmp_path)
+    assert checkpoint in Path("/proc/self/maps").read_text()
+    model.hold_frozen_in("bfloat16")
+    gc.collect()
+    assert checkpoint not in Path("/proc/self/maps").read_text()
+    assert model.query_tokens.dtype == torch.float32 and model.qformer.dtype == torch.float32

@@ -48,8 +48,8 @@ def hold_frozen_parts(model: Any, frozen_dtype: str | torch.dtype) -> torch.dtyp
     trained = {n: p.data for n, p in model.named_parameters() if p.requires_grad} if base is not model else {}
     dtype = base.hold_frozen_in(frozen_dtype)
     for name, param in model.named_parameters():
-        if name in trained:
-            param.data = trained[name]
+        if name in trained:  # a copy: the original may view the mapped checkpoint (see modeling_precision)
+            param.data = trained[name] if dtype == torch.float32 else trained[name].clone()
     return dtype
 
 
