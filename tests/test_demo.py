@@ -101,6 +101,7 @@ def test_results_carry_chance_levels(demo):
     for name in EVAL_TASKS:
         assert not results[name]["held_out"] and 0 < results[name]["chance"] < 1
     table = (folder / "results.md").read_text()
+    assert table.startswith("# Held-in and zero-shot held-out results of demo-model")  # not "zero-shot" alone
     assert "| chance level |" in table
     assert run.after.held_in["synthetic_counting"].chance == pytest.approx(0.25)
 

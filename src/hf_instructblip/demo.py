@@ -362,7 +362,9 @@ def save_demo_outputs(
     path = Path(output_dir)
     built.model.save_pretrained(path)
     built.processor.save_pretrained(path)
-    json_path, table_path = write_results(after.all_results(), path, model_name=path.name)
+    json_path, table_path = write_results(
+        after.all_results(), path, model_name=path.name, title="Held-in and zero-shot held-out results"
+    )
     vocab_size = built.model.config.text_config.vocab_size
     plot = plot_demo_results(
         before, after, trainer.state.log_history, path / "demo_results.png", vocab_size=vocab_size, title=title

@@ -292,8 +292,8 @@ def _components(config: Any, card: CardInfo) -> list[dict[str, str]]:
         {
             "part": "vision tower",
             "architecture": f"{vision.model_type}, width {qformer.encoder_hidden_size}, "  # a CNN's: its channels
-            f"{getattr(vision, 'num_hidden_layers', '?')} layers, "
-            f"{image_size} px, feature layer {config.vision_feature_layer}",
+            + (f"{vision.num_hidden_layers} layers, " if hasattr(vision, "num_attention_heads") else "")  # not a CNN's
+            + f"{image_size} px, feature layer {config.vision_feature_layer}",
             "source": card.vision_source
             or recorded.get("vision")
             or _hub_id(getattr(vision, "_name_or_path", None))

@@ -47,7 +47,8 @@ def test_rendered_card_parses_back_with_its_results(published, tmp_path):
 
     text = loaded.text
     config = published.model.config
-    assert f"instructblip_vision_model, width {config.vision_config.hidden_size}" in text
+    vision = config.vision_config
+    assert f"instructblip_vision_model, width {vision.hidden_size}, {vision.num_hidden_layers} layers," in text
     assert (
         f"llama, width {config.text_config.hidden_size}, 2 layers, vocabulary {config.text_config.vocab_size}" in text
     )
@@ -111,3 +112,18 @@ def test_bad_results_file_is_refused_with_its_path(tmp_path, broken):
     (tmp_path / "results.json").write_text(broken)
     with pytest.raises(ValueError, match=r"results\.json is not a results\.json written by"):
         load_results(tmp_path)
+
+
+def test_a_feature_map_tower_is_described_without_a_layer_count(tmp_path, tokenizer_dirs):
+    """EfficientNet's config counts 64 "hidden layers" (its blocks' repeats): meaningless for a CNN's row."""
+    from conftest import LLAMA, QFORMER
+    from hf_instructblip import InstructBlipConfig, InstructBlipForConditionalGeneration
+
+    vision = {"model_type": "efficientnet", "width_coefficient": 0.125, "depth_coefficient": 0.5, "hidden_dim": 160}
+    config = InstructBlipConfig(
+        vision_config={**vision, "image_size": 64}, qformer_config=dict(QFORMER), text_config=dict(LLAMA)
+    )
+    InstructBlipForConditionalGeneration(config).save_pretrained(tmp_path)
+    text = str(render_model_card(tmp_path, "me/cnn-instructblip", CardInfo(license="apache-2.0")))
+    assert "efficientnet, width " in text and " px, feature layer " in text
+    assert f"{config.vision_config.num_hidden_layers} layers" not in text

@@ -358,15 +358,19 @@ def results_table(results: Mapping[str, DatasetResult]) -> str:
 
 
 def write_results(
-    results: Mapping[str, DatasetResult], output_dir: str | Path, model_name: str = ""
+    results: Mapping[str, DatasetResult],
+    output_dir: str | Path,
+    model_name: str = "",
+    title: str = "Zero-shot results",
 ) -> tuple[Path, Path]:
-    """Write ``results.json`` (scores and predictions) and ``results.md`` (the table); return both paths."""
+    """Write ``results.json`` (scores and predictions) and ``results.md`` (the table under ``title``); return both
+    paths."""
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     payload = {"model": model_name, "results": {name: asdict(result) for name, result in results.items()}}
     json_path = output / "results.json"
     json_path.write_text(json.dumps(payload, indent=2))
     table_path = output / "results.md"
-    title = f"# Zero-shot results{f' of {model_name}' if model_name else ''}\n\n"
-    table_path.write_text(title + results_table(results).replace("this model", model_name or "this model") + "\n")
+    heading = f"# {title}{f' of {model_name}' if model_name else ''}\n\n"
+    table_path.write_text(heading + results_table(results).replace("this model", model_name or "this model") + "\n")
     return json_path, table_path
