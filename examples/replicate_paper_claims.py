@@ -669,8 +669,8 @@ def run_paper_claims(
 
 # ----- command line -----------------------------------------------------------------------------------------------
 QUICK = {"seeds": 2, "steps": 5, "eval_samples": 4}
-#: What the committed results used, where it differs from `DemoConfig` (whose 250 steps per run would make 12 runs
-#: take well over an hour on 2 cores): 120 steps at lr 3e-4, EfficientNet-Lite0's last map, 24 evaluation samples.
+#: What the committed results used, where it differs from `DemoConfig` (whose 320 steps per run would make 12 runs
+#: take over an hour on 2 cores): 120 steps at lr 3e-4, EfficientNet-Lite0's last map, 24 evaluation samples.
 CLAIMS_DEFAULTS = {"max_steps": 120, "learning_rate": 3e-4, "vision_feature_layer": -1, "eval_samples": 24}
 
 
