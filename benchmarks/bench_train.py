@@ -19,7 +19,9 @@ The variants, each a real ``Trainer.train()`` run in its own process (so peak me
   held in bf16 where the CPU runs it natively (``frozen_dtype: auto``; the report says what it resolved to), trained
   parts in fp32, batches grouped by length (``train_sampling_strategy: group_by_length``);
 * ``+cache``: ours reading the frozen vision tower's outputs from a ``VisionFeatureCache`` built once beforehand (in
-  the tower's dtype: fp32, or bf16 for the fast path; build times reported separately).
+  the tower's dtype: fp32, or bf16 for the fast path; build times reported separately);
+* ``ours-fast+checkpointing``: the fast path with ``gradient_checkpointing=True`` (non-reentrant): memory traded for
+  speed, the LLM's activations recomputed in the backward instead of kept.
 
 Same config (ViT 12x384 @ 224 px, Q-Former 6x384, a SmolLM2-135M-shaped LLM with SmolLM2's real tokenizer, 32
 query tokens), batch 8, the same synthetic held-in samples (instruction + short answer, 224 px images), AdamW,
@@ -64,7 +66,10 @@ VARIANTS: dict[str, tuple[bool, bool, bool]] = {
     "ours-fp32+cache": (True, False, True),
     "ours-fast": (True, True, False),
     "ours-fast+cache": (True, True, True),
+    "ours-fast+checkpointing": (True, True, False),
 }
+#: Training arguments a variant adds to its fast path: the frozen LLM's activations recomputed in the backward.
+CHECKPOINTING = {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
 BATCH = 8
 
 
@@ -215,6 +220,8 @@ def load_variant(variant: str, folder: Path) -> tuple[Any, Any, type[transformer
         cache = VisionFeatureCache.load(folder / f"cache-{frozen_dtype}", model=model, processor=processor)
     collator = InstructBlipDataCollator.for_model(model, processor, feature_cache=cache, augment_images=False)
     extra = {"frozen_dtype": frozen_dtype, "train_sampling_strategy": "group_by_length" if fast else "random"}
+    if variant.endswith("+checkpointing"):
+        extra.update(CHECKPOINTING)
     return model, collator, InstructBlipTrainer, InstructBlipTrainingArguments, extra
 
 
