@@ -27,8 +27,8 @@ Two things make the fast path fast on a CPU as well as correct:
   two. On other devices it is plain SDPA. Holding the parts back in fp32 restores ``"sdpa"``.
 * **The checkpoint's fp32 copy is let go.** ``from_pretrained`` maps the safetensors file into memory; the trained
   parts' fp32 tensors still view it after the frozen ones were cast away from it, which keeps every page the cast
-  read resident (600 MiB for a 135M LLM). The trained parts are copied into memory of their own, so the mapping
-  closes.
+  read resident (600 MiB for a 135M LLM). The model's fp32 tensors are copied into memory of their own, so the
+  mapping closes.
 
 ``"auto"`` picks the dtype from the hardware, checked at run time, never by the device's name: bfloat16 where it
 runs natively (CUDA: ``torch.cuda.is_bf16_supported()``; x86 CPUs: AVX-512 BF16 or AMX, read from the CPU's feature
@@ -140,12 +140,14 @@ def _attend_for(module: Any, dtype: torch.dtype) -> None:
 
 
 def _own_memory_(module: nn.Module) -> None:
-    """Copy ``module``'s parameters and persistent buffers into memory of their own (off a mapped checkpoint)."""
+    """Copy ``module``'s fp32 parameters and persistent buffers into memory of their own (off a mapped checkpoint;
+    the half-precision ones are already copies)."""
     for sub in module.modules():
         for param in sub.parameters(recurse=False):
-            param.data = param.data.clone()
+            if param.dtype == torch.float32:
+                param.data = param.data.clone()
         for name, buffer in sub.named_buffers(recurse=False):
-            if name not in sub._non_persistent_buffers_set:
+            if buffer.dtype == torch.float32 and name not in sub._non_persistent_buffers_set:
                 setattr(sub, name, buffer.clone())
 
 
@@ -193,15 +195,12 @@ def hold_frozen_in(model: Any, frozen_dtype: str | torch.dtype) -> torch.dtype:
         _attend_for(frozen, dtype)
     for name in model.trainable_module_names():  # the paper's trained parts (arXiv 2305.06500 §2.6)
         try:
-            trained: nn.Module | nn.Parameter = model.get_submodule(name)
+            _cast_(model.get_submodule(name), torch.float32)
         except AttributeError:  # a parameter of the model itself (query_tokens), not a module
-            trained = model.get_parameter(name)
-        if isinstance(trained, nn.Module):
-            _cast_(trained, torch.float32)
-            if dtype != torch.float32:
-                _own_memory_(trained)
-        else:
-            trained.data = trained.data.float() if dtype == torch.float32 else trained.data.float().clone()
+            parameter = model.get_parameter(name)
+            parameter.data = parameter.data.float()
+    if dtype != torch.float32:  # the frozen parts left the mapped checkpoint: the fp32 rest leaves it too
+        _own_memory_(model)
     if model.vision_norm_name.startswith("vision_model."):
         _bridge_norm(model.get_submodule(model.vision_norm_name), held_apart=dtype != torch.float32)
     return dtype
