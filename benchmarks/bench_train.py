@@ -26,11 +26,12 @@ The variants, each a real ``Trainer.train()`` run in its own process (so peak me
 Same config (ViT 12x384 @ 224 px, Q-Former 6x384, a SmolLM2-135M-shaped LLM with SmolLM2's real tokenizer, 32
 query tokens), batch 8, the same synthetic held-in samples (instruction + short answer, 224 px images), AdamW,
 ``dataloader_num_workers=0``. Throughput is samples/s over the timed steps after the warm-up steps, collation
-included (wall time between step ends). Peak memory: the process's resident set size sampled every 5 ms during
-``train()`` (weights included: ours-fast holds its frozen weights in half the bytes); the same above the runtime's
-own (the size once Python, torch, transformers, datasets and hf_instructblip are imported, before the model is
-loaded: the same libraries in every variant), which is what the model and its training hold; and its increase over
-the size right before ``train()``. FLOPs per step are counted once with ``torch.utils.flop_counter.FlopCounterMode``
+included (wall time between step ends). Peak memory, four ways: the peak tensor memory of one more step after the
+timed ones (`TensorPeak`: what a GPU reports as ``max_memory_allocated``); the process's resident set size sampled
+every 5 ms during ``train()`` (weights included: ours-fast holds its frozen weights in half the bytes); the same above
+the runtime's own (the size once Python, torch, transformers, datasets and hf_instructblip are imported, before the
+model is loaded: the same libraries in every variant), which is what the model and its training hold, plus the free
+memory glibc keeps; and its increase over the size right before ``train()``. FLOPs per step are counted once with ``torch.utils.flop_counter.FlopCounterMode``
 on one forward + backward of a training batch (what the variant executes, split by the dtype each matmul runs in);
 MFU is the time the step would take at the matmul peak of each dtype (best of several 2048 x 2048 ``torch.mm`` in
 fp32 and in bf16, measured in the same run) over the time it takes. Variants run in turn, ``--repeats`` rounds, medians
@@ -169,6 +170,45 @@ class StepClock(transformers.TrainerCallback):
         self.ends.append(time.perf_counter())
 
 
+class TensorPeak(transformers.TrainerCallback):
+    """Peak bytes of live tensors over one training step (forward, backward, clipping, optimizer step): the tensors
+    held when it starts (parameters, buffers, optimizer state) plus the largest rise of the bytes torch's allocator
+    hands out during it (the profiler's memory events): what a GPU reports as ``max_memory_allocated``, here on a CPU,
+    without the runtime and the allocator's retained free memory that RSS also counts. The batch is not counted."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.held, self.rise = step, 0, 0
+        self._profile: Any = None
+
+    def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if state.global_step + 1 != self.step:
+            return
+        storages: dict[int, int] = {}
+        tensors = [*model.parameters(), *model.buffers()]
+        tensors += [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+        for tensor in tensors:
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        self.held = sum(storages.values())
+        self._profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+        self._profile.start()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._profile is None:
+            return
+        self._profile.stop()
+        events = self._profile.profiler.kineto_results.events()
+        memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+        live = 0
+        for _, change in memory:
+            live += change
+            self.rise = max(self.rise, live)
+        self._profile = None
+
+    @property
+    def peak(self) -> int:
+        return self.held + self.rise
+
+
 class PeakRss:
     """Resident set size sampled every 5 ms in a thread; ``peak`` in bytes."""
 
@@ -274,7 +314,7 @@ def run_variant(variant: str, folder: Path, warmup: int, steps: int) -> dict[str
     args = arguments_class(  # the same fields for all: no warm-up, AdamW, the paper's lr and weight decay
         output_dir=str(folder / f"run-{variant}"),
         per_device_train_batch_size=BATCH,
-        max_steps=warmup + steps,
+        max_steps=warmup + steps + 1,  # the last step is profiled for its tensor memory, not timed
         learning_rate=1e-5,
         weight_decay=0.05,
         report_to=[],
@@ -288,19 +328,23 @@ def run_variant(variant: str, folder: Path, warmup: int, steps: int) -> dict[str
         seed=0,
         **extra,
     )
-    trainer = trainer_class(model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[clock])
+    tensors = TensorPeak(step=warmup + steps + 1)
+    trainer = trainer_class(
+        model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[clock, tensors]
+    )
     # after the trainer froze what it freezes (and held what it holds)
     flops = count_flops(model, collator([data[i] for i in range(BATCH)]), autocast=bool(extra.get("bf16")))
     before = PeakRss.now()
     with PeakRss() as rss:
         trainer.train()
-    timed = clock.ends[warmup - 1 :]  # the warm-up steps' ends bracket the first timed step
+    timed = clock.ends[warmup - 1 : warmup + steps]  # the warm-up steps' ends bracket the first timed step
     seconds_per_step = (timed[-1] - timed[0]) / (len(timed) - 1)
     return {
         "samples_per_s": BATCH / seconds_per_step,
         "peak_mib": rss.peak / 2**20,
         "increase_mib": (rss.peak - before) / 2**20,
         "above_runtime_mib": (rss.peak - runtime) / 2**20,
+        "tensor_peak_mib": tensors.peak / 2**20,
         "flops": flops,
         "frozen_dtype": extra.get("frozen_dtype", "bfloat16 (autocast)" if extra.get("bf16") else "float32"),
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -384,7 +428,8 @@ def report(
 
     fast_dtype = results["ours-fast"][0]["frozen_dtype"]
     base = {v: median(v, "samples_per_s") for v in ("stock-fp32", "stock-bf16")}
-    memory = {key: median("stock-fp32", key) for key in ("peak_mib", "above_runtime_mib", "increase_mib")}
+    keys = ("tensor_peak_mib", "peak_mib", "above_runtime_mib", "increase_mib")
+    memory = {key: median("stock-fp32", key) for key in keys}
     lines = [
         f"{os.cpu_count()} CPU cores ({platform.machine()}), {torch.get_num_threads()} torch threads, torch "
         f"{torch.__version__}, transformers {transformers.__version__}; batch {BATCH}, {args.warmup} warm-up + "
@@ -392,9 +437,9 @@ def report(
         f"bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s; ours-fast held the frozen parts in {fast_dtype}; load average "
         f"{load[0]:.2f} before, {load[1]:.2f} after.",
         "",
-        "| variant | samples/s | vs stock fp32 | vs stock bf16 | peak RSS (vs stock fp32) | above the runtime | "
-        "increase in train | GFLOP/step (bf16 share) | MFU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | samples/s | vs stock fp32 | vs stock bf16 | peak tensor memory (vs stock fp32) | peak RSS | "
+        "above the runtime | increase in train | GFLOP/step (bf16 share) | MFU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for variant in VARIANTS:
         speed = median(variant, "samples_per_s")

@@ -242,6 +242,45 @@ def test_half_precision_attention_on_cpu_is_sdpa_on_fp32_copies():
     )
 
 
+@pytest.mark.parametrize("mask_kind", ["causal", "bool", "float"])
+def test_half_precision_attention_with_a_backward_keeps_half_precision_inputs_and_the_same_gradients(mask_kind):
+    """Where a backward will run, the fp32 attention keeps the bf16 queries/keys/values for it (not fp32 copies, keys
+    and values un-repeated for grouped-query attention) and gives the gradients SDPA on fp32 copies gives."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups = True, 3
+    generator = torch.Generator().manual_seed(0)
+    shapes = {"q": (2, 6, 7, 16), "k": (2, 2, 7, 16), "v": (2, 2, 7, 16)}
+    q, k, v = (torch.randn(*shape, generator=generator).bfloat16().requires_grad_() for shape in shapes.values())
+    mask = None
+    if mask_kind != "causal":
+        mask = torch.ones(2, 1, 7, 7, dtype=torch.bool).tril()
+        mask[0, :, 2:, :2] = False  # the first sample's first two tokens are padding
+        if mask_kind == "float":
+            mask = torch.where(mask, 0.0, -1e9).bfloat16()
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        output, _ = modeling_precision.upcast_sdpa_attention(module, q, k, v, mask, scaling=0.3)
+    grad = torch.randn(output.shape, generator=generator).bfloat16()
+    grads = torch.autograd.grad(output, (q, k, v), grad)
+
+    upcast = [t.detach().float().requires_grad_() for t in (q, k, v)]
+    fp32_mask = mask.float() if mask is not None and mask.is_floating_point() else mask
+    expected, _ = sdpa_attention_forward(module, *upcast, fp32_mask, scaling=0.3)
+    expected_grads = torch.autograd.grad(expected.bfloat16(), upcast, grad)
+    torch.testing.assert_close(output, expected.bfloat16(), rtol=0, atol=1e-6)
+    for got, want in zip(grads, expected_grads):
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got, want.bfloat16(), rtol=1e-2, atol=1e-5)
+    inputs = [t for t in saved if t.dtype == torch.bfloat16]
+    assert sorted(t.shape for t in inputs) == sorted(t.shape for t in (q, k, v))  # kept in bf16, not repeated
+    fp32 = sorted(tuple(t.shape) for t in saved if t.dtype == torch.float32)  # the kernel's output, log-sum-exp, mask
+    assert fp32 == sorted([tuple(q.shape), (2, 6, 7)] + ([] if mask is None else [(2, 1, 7, 7)]))
+    with torch.no_grad():  # no backward: nothing to keep, the plain path
+        assert torch.equal(modeling_precision.upcast_sdpa_attention(module, q, k, v, mask, scaling=0.3)[0], output)
+
+
 @pytest.mark.parametrize("llm", ["llama", "t5"])
 def test_a_held_llm_attends_in_fp32_on_cpu_with_its_padding_masks(llm):
     """The LLM switches to `UPCAST_SDPA` in half precision (and back), and its attention still gets the padding

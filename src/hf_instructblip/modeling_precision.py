@@ -19,12 +19,15 @@ dtype there, so no device needs LayerNorm kernels of mixed dtypes.
 
 Two things make the fast path fast on a CPU as well as correct:
 
-* **Attention in fp32 on CPU.** A half-precision part whose attention runs through SDPA switches to the attention
+* **The LLM attends in fp32 on CPU.** A half-precision LLM that attends through SDPA switches to the attention
   implementation `UPCAST_SDPA`: transformers' SDPA attention, except that half-precision queries, keys and values on
   a CPU are attended in fp32 (the output cast back). torch's fused CPU kernels are slow in bf16 at InstructBLIP's
-  short sequences (8 x 9 heads x 55 tokens: forward + backward 7.7 ms in bf16, 2.5 ms in fp32 on a CPU with
-  AVX-512 BF16; benchmarks/README.md), attention is a few percent of the FLOPs, and fp32 is the more precise of the
-  two. On other devices it is plain SDPA. Holding the parts back in fp32 restores ``"sdpa"``.
+  short sequences with a backward (8 x 9 heads x 55 tokens: forward + backward 7.7 ms in bf16, 2.5 ms in fp32 on a
+  CPU with AVX-512 BF16; benchmarks/README.md), attention is a few percent of the FLOPs, and fp32 is the more precise
+  of the two. Where the backward will run, the half-precision inputs are what is kept for it, not their fp32 copies
+  (`_LeanFp32Attention`: the same kernels, half the memory). On other devices it is plain SDPA. The frozen vision
+  tower keeps plain SDPA: it runs forward only, where the bf16 kernel is the faster at its 257 tokens (8.8 vs 13.2 ms
+  a layer at 8 x 6 heads x 64). Holding the parts back in fp32 restores ``"sdpa"``.
 * **The checkpoint's fp32 copy is let go.** ``from_pretrained`` maps the safetensors file into memory; the trained
   parts' fp32 tensors still view it after the frozen ones were cast away from it, which keeps every page the cast
   read resident (600 MiB for a 135M LLM). The model's fp32 tensors are copied into memory of their own, so the
@@ -113,9 +116,16 @@ def upcast_sdpa_attention(
     attention_mask: torch.Tensor | None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """transformers' SDPA attention; half-precision inputs on a CPU are attended in fp32, the output cast back."""
+    """transformers' SDPA attention; half-precision inputs on a CPU are attended in fp32, the output cast back.
+
+    Where a backward will run, `_LeanFp32Attention` keeps the half-precision inputs for it instead of their fp32
+    copies (same kernels, same results, less memory).
+    """
     if query.device.type != "cpu" or query.dtype == torch.float32:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    lean = _lean_call(module, query, key, value, attention_mask, kwargs)
+    if lean is not None:
+        return lean, None
     if attention_mask is not None and attention_mask.is_floating_point():
         attention_mask = attention_mask.float()
     if kwargs.get("position_bias") is not None:  # T5's relative position bias, added to the scores
@@ -125,6 +135,98 @@ def upcast_sdpa_attention(
             module, query.float(), key.float(), value.float(), attention_mask, **kwargs
         )
     return output.to(query.dtype), weights
+
+
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_FLASH_CPU_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+
+
+def _lean_call(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    kwargs: dict[str, Any],
+) -> torch.Tensor | None:
+    """`_LeanFp32Attention`'s output in transformers' layout (batch, tokens, heads, dim), or None where the plain
+    path must run: no backward will, or a case it does not cover (T5's position bias, dropout, a cache longer than
+    the queries, different key and value widths)."""
+    needs_backward = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    if not needs_backward or _FLASH_CPU is None or _FLASH_CPU_BACKWARD is None:
+        return None
+    if kwargs.get("position_bias") is not None or kwargs.get("dropout") or kwargs.get("softcap") is not None:
+        return None
+    if key.shape[2] != query.shape[2] or value.shape[-1] != query.shape[-1]:
+        return None
+    # transformers' sdpa_attention_forward: causal only over a full square without a mask
+    is_causal = kwargs.get("is_causal")
+    is_causal = bool(
+        query.shape[2] > 1
+        and mask is None
+        and (getattr(module, "is_causal", True) if is_causal is None else is_causal)
+    )
+    if mask is not None and mask.dtype == torch.bool:  # as SDPA itself converts it
+        mask = torch.where(mask, 0.0, float("-inf"))
+    elif mask is not None:
+        mask = mask.float()
+    groups = int(getattr(module, "num_key_value_groups", 1))
+    output = _LeanFp32Attention.apply(query, key, value, mask, is_causal, kwargs.get("scaling"), groups)
+    return output.transpose(1, 2).contiguous()
+
+
+def _widen(tensor: torch.Tensor, groups: int) -> torch.Tensor:
+    """fp32 copy of ``tensor`` with each key/value head repeated ``groups`` times (transformers' ``repeat_kv``)."""
+    tensor = tensor.float()
+    if groups == 1:
+        return tensor
+    batch, heads, tokens, dim = tensor.shape
+    return tensor[:, :, None].expand(batch, heads, groups, tokens, dim).reshape(batch, heads * groups, tokens, dim)
+
+
+class _LeanFp32Attention(torch.autograd.Function):
+    """Half-precision queries, keys and values attended in fp32 by torch's fused CPU kernel, as SDPA on fp32 copies
+    runs it, but saving the half-precision inputs (and the kernel's fp32 output and log-sum-exp) for the backward
+    instead of the fp32 copies: 4.2 -> 1.9 MB per layer of a SmolLM2-135M-shaped LLM at 8 x 60 tokens. The keys and
+    values are repeated for grouped-query attention inside, so they are saved un-repeated."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        scale: float | None,
+        groups: int,
+    ) -> torch.Tensor:
+        output, logsumexp = _FLASH_CPU(
+            query.float(), _widen(key, groups), _widen(value, groups), 0.0, is_causal, attn_mask=mask, scale=scale
+        )
+        ctx.save_for_backward(query, key, value, output, logsumexp, mask)
+        ctx.is_causal, ctx.scale, ctx.groups = is_causal, scale, groups
+        return output.to(query.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        query, key, value, output, logsumexp, mask = ctx.saved_tensors
+        grads = _FLASH_CPU_BACKWARD(
+            grad.float(),
+            query.float(),
+            _widen(key, ctx.groups),
+            _widen(value, ctx.groups),
+            output,
+            logsumexp,
+            0.0,
+            ctx.is_causal,
+            attn_mask=mask,
+            scale=ctx.scale,
+        )
+        grad_query, grad_key, grad_value = grads
+        if ctx.groups > 1:  # the repeated heads' gradients go back to their key/value head
+            grad_key, grad_value = (g.unflatten(1, (-1, ctx.groups)).sum(2) for g in (grad_key, grad_value))
+        return grad_query.to(query.dtype), grad_key.to(key.dtype), grad_value.to(value.dtype), None, None, None, None
 
 
 AttentionInterface.register(UPCAST_SDPA, upcast_sdpa_attention)
@@ -192,7 +294,7 @@ def hold_frozen_in(model: Any, frozen_dtype: str | torch.dtype) -> torch.dtype:
     dtype = resolve_frozen_dtype(frozen_dtype, device, model.config.text_config.model_type)
     for frozen in (model.vision_model, model.language_model):
         _cast_(frozen, dtype)
-        _attend_for(frozen, dtype)
+    _attend_for(model.language_model, dtype)  # the tower runs forward only: its bf16 SDPA is the faster there
     for name in model.trainable_module_names():  # the paper's trained parts (arXiv 2305.06500 §2.6)
         try:
             _cast_(model.get_submodule(name), torch.float32)
