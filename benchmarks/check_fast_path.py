@@ -89,6 +89,8 @@ def run_config(args: argparse.Namespace) -> DemoConfig:
         overrides["vision_feature_layer"] = args.vision_feature_layer
     if args.learning_rate is not None:
         overrides["learning_rate"] = args.learning_rate
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     if args.quick:
         overrides |= {"vision": QUICK_PARTS["vision"], "image_size": 64, "max_steps": min(args.steps, 20)}
         overrides |= {"eval_samples": min(args.eval_samples, 8), "vision_feature_layer": -1}
@@ -331,6 +333,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vision-feature-layer", type=int, default=None, help="default: the demo's")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--learning-rate", type=float, default=None, help="default: the demo's")
+    parser.add_argument("--seed", type=int, default=None, help="new parts' initialisation and data; the demo's")
     parser.add_argument("--eval-samples", type=int, default=200, help="samples per evaluation task")
     parser.add_argument("--runs", nargs="+", default=["fp32", "fast", "fp32-twin"], choices=list(RUNS))
     parser.add_argument("--quick", action="store_true", help="tiny random parts, few steps: a smoke test")
