@@ -31,11 +31,12 @@ timed ones (`TensorPeak`: what a GPU reports as ``max_memory_allocated``); the p
 every 5 ms during ``train()`` (weights included: ours-fast holds its frozen weights in half the bytes); the same above
 the runtime's own (the size once Python, torch, transformers, datasets and hf_instructblip are imported, before the
 model is loaded: the same libraries in every variant), which is what the model and its training hold, plus the free
-memory glibc keeps; and its increase over the size right before ``train()``. FLOPs per step are counted once with ``torch.utils.flop_counter.FlopCounterMode``
-on one forward + backward of a training batch (what the variant executes, split by the dtype each matmul runs in);
-MFU is the time the step would take at the matmul peak of each dtype (best of several 2048 x 2048 ``torch.mm`` in
-fp32 and in bf16, measured in the same run) over the time it takes. Variants run in turn, ``--repeats`` rounds, medians
-reported; rounds interleave the variants so machine load hits all alike. The share of the LLM's computed positions
+memory glibc keeps; and its increase over the size right before ``train()``. FLOPs per step are counted once with
+``torch.utils.flop_counter.FlopCounterMode`` on one forward + backward of a training batch (what the variant
+executes, split by the dtype each matmul runs in); MFU is the time the step would take at the matmul peak of each
+dtype (best of several 2048 x 2048 ``torch.mm`` in fp32 and in bf16, measured in the same run) over the time it
+takes. Variants run in turn, ``--repeats`` rounds, medians reported; rounds interleave the variants so machine load
+hits all alike. The share of the LLM's computed positions
 that are padding is reported for random batches and for length-grouped ones, on this data and on a larger draw.
 """
 

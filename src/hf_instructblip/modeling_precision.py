@@ -167,7 +167,7 @@ def _lean_call(
         and (getattr(module, "is_causal", True) if is_causal is None else is_causal)
     )
     if mask is not None and mask.dtype == torch.bool:  # as SDPA itself converts it
-        mask = torch.where(mask, 0.0, float("-inf"))
+        mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~mask, float("-inf"))
     elif mask is not None:
         mask = mask.float()
     groups = int(getattr(module, "num_key_value_groups", 1))
