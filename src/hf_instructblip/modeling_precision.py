@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import AttentionInterface, AttentionMaskInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
 __all__ = ["FROZEN_DTYPES", "UPCAST_SDPA", "cpu_has_native_bf16", "hold_frozen_in", "resolve_frozen_dtype"]
@@ -176,12 +176,8 @@ def _lean_call(
 
 
 def _widen(tensor: torch.Tensor, groups: int) -> torch.Tensor:
-    """fp32 copy of ``tensor`` with each key/value head repeated ``groups`` times (transformers' ``repeat_kv``)."""
-    tensor = tensor.float()
-    if groups == 1:
-        return tensor
-    batch, heads, tokens, dim = tensor.shape
-    return tensor[:, :, None].expand(batch, heads, groups, tokens, dim).reshape(batch, heads * groups, tokens, dim)
+    """fp32 copy of ``tensor`` with each key/value head repeated ``groups`` times, as SDPA attention repeats them."""
+    return repeat_kv(tensor.float(), groups)
 
 
 class _LeanFp32Attention(torch.autograd.Function):
