@@ -242,12 +242,19 @@ def test_half_precision_attention_on_cpu_is_sdpa_on_fp32_copies():
     )
 
 
+@pytest.mark.parametrize("grouped_heads", [True, False], ids=["kernel-groups-heads", "heads-repeated"])
 @pytest.mark.parametrize("mask_kind", ["causal", "bool", "float"])
-def test_half_precision_attention_with_a_backward_keeps_half_precision_inputs_and_the_same_gradients(mask_kind):
+def test_half_precision_attention_with_a_backward_keeps_half_precision_inputs_and_the_same_gradients(
+    mask_kind, grouped_heads, monkeypatch
+):
     """Where a backward will run, the fp32 attention keeps the bf16 queries/keys/values for it (not fp32 copies, keys
-    and values un-repeated for grouped-query attention) and gives the gradients SDPA on fp32 copies gives."""
+    and values un-repeated for grouped-query attention) and gives the gradients SDPA on fp32 copies gives, whether
+    the kernel takes the grouped key/value heads itself or they are repeated for it (torch versions differ)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    if grouped_heads and not modeling_precision._GROUPED_HEADS:
+        pytest.skip("this torch's fused CPU attention kernel does not take grouped key/value heads")
+    monkeypatch.setattr(modeling_precision, "_GROUPED_HEADS", grouped_heads)
     module = torch.nn.Module()
     module.is_causal, module.num_key_value_groups = True, 3
     generator = torch.Generator().manual_seed(0)
