@@ -176,15 +176,18 @@ def _lean_call(
 
 
 def _kernel_takes_grouped_heads() -> bool:
-    """Whether torch's fused CPU kernel attends queries to fewer key/value heads itself (grouped-query attention)."""
+    """Whether torch's fused CPU kernel attends queries to fewer key/value heads itself (grouped-query attention),
+    giving what it gives with the heads repeated (checked on a tiny input: torch versions differ)."""
     if _FLASH_CPU is None:
         return False
-    query, key = torch.zeros(1, 2, 1, 8), torch.zeros(1, 1, 1, 8)
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(1, heads, 3, 8, generator=generator) for heads in (4, 2, 2))
     try:
-        _FLASH_CPU(query, key, key, 0.0, False)
-    except RuntimeError:
+        grouped = _FLASH_CPU(query, key, value, 0.0, True)[0]
+        repeated = _FLASH_CPU(query, repeat_kv(key, 2), repeat_kv(value, 2), 0.0, True)[0]
+    except (RuntimeError, IndexError, ValueError):
         return False
-    return True
+    return bool(torch.allclose(grouped, repeated, atol=1e-5))
 
 
 #: Whether the kernel takes un-repeated key/value heads (at a SmolLM2-135M layer's shape, 9 query and 3 key/value
