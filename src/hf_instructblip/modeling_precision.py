@@ -170,8 +170,9 @@ def _lean_call(
         mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~mask, float("-inf"))
     elif mask is not None:
         mask = mask.float()
-    groups = int(getattr(module, "num_key_value_groups", 1))
-    output = _LeanFp32Attention.apply(query, key, value, mask, is_causal, kwargs.get("scaling"), groups)
+    # grouped-query attention: the key/value heads are repeated for the kernel only where it cannot take them as they are
+    repeats = 1 if _GROUPED_HEADS else int(getattr(module, "num_key_value_groups", 1))
+    output = _LeanFp32Attention.apply(query, key, value, mask, is_causal, kwargs.get("scaling"), repeats)
     return output.transpose(1, 2).contiguous()
 
 
@@ -196,9 +197,9 @@ def _kernel_takes_grouped_heads() -> bool:
 _GROUPED_HEADS = _kernel_takes_grouped_heads()
 
 
-def _widen(tensor: torch.Tensor, groups: int) -> torch.Tensor:
-    """fp32 copy of ``tensor``, each key/value head repeated ``groups`` times where the kernel needs it so."""
-    return tensor.float() if _GROUPED_HEADS else repeat_kv(tensor.float(), groups)
+def _widen(tensor: torch.Tensor, repeats: int) -> torch.Tensor:
+    """fp32 copy of ``tensor`` with each key/value head repeated ``repeats`` times, as SDPA attention repeats them."""
+    return repeat_kv(tensor.float(), repeats)
 
 
 class _LeanFp32Attention(torch.autograd.Function):
@@ -217,13 +218,13 @@ class _LeanFp32Attention(torch.autograd.Function):
         mask: torch.Tensor | None,
         is_causal: bool,
         scale: float | None,
-        groups: int,
+        repeats: int,
     ) -> torch.Tensor:
         output, logsumexp = _FLASH_CPU(
-            query.float(), _widen(key, groups), _widen(value, groups), 0.0, is_causal, attn_mask=mask, scale=scale
+            query.float(), _widen(key, repeats), _widen(value, repeats), 0.0, is_causal, attn_mask=mask, scale=scale
         )
         ctx.save_for_backward(query, key, value, output, logsumexp, mask)
-        ctx.is_causal, ctx.scale, ctx.groups = is_causal, scale, groups
+        ctx.is_causal, ctx.scale, ctx.repeats = is_causal, scale, repeats
         return output.to(query.dtype)
 
     @staticmethod
@@ -232,8 +233,8 @@ class _LeanFp32Attention(torch.autograd.Function):
         grads = _FLASH_CPU_BACKWARD(
             grad.float(),
             query.float(),
-            _widen(key, ctx.groups),
-            _widen(value, ctx.groups),
+            _widen(key, ctx.repeats),
+            _widen(value, ctx.repeats),
             output,
             logsumexp,
             0.0,
@@ -242,8 +243,8 @@ class _LeanFp32Attention(torch.autograd.Function):
             scale=ctx.scale,
         )
         grad_query, grad_key, grad_value = grads
-        if ctx.groups > 1 and not _GROUPED_HEADS:  # the repeated heads' gradients go back to their key/value head
-            grad_key, grad_value = (g.unflatten(1, (-1, ctx.groups)).sum(2) for g in (grad_key, grad_value))
+        if ctx.repeats > 1:  # the repeated heads' gradients go back to their key/value head
+            grad_key, grad_value = (g.unflatten(1, (-1, ctx.repeats)).sum(2) for g in (grad_key, grad_value))
         return grad_query.to(query.dtype), grad_key.to(key.dtype), grad_value.to(value.dtype), None, None, None, None
 
 
