@@ -17,7 +17,13 @@ sampler, collator and training arguments; the loss at every step the demo logs).
   perturbation of a few fp32 roundings): how far fp32 training itself drifts from a perturbation far smaller than
   bf16's. If the twin drifts as far as ``fast`` does, the difference is the training's sensitivity, not the precision;
 * ``fp32-random`` (``--runs``, not by default): the ``fp32`` run's trainer with random batches instead of the
-  demo's length-grouped ones.
+  demo's length-grouped ones;
+* ``--twins K``: ``fp32~1`` ... ``fp32~K`` and ``fast~1`` ... ``fast~K`` instead of the single twin, each from the
+  start perturbed as the twin is (perturbation seed i, the same for both precisions), so that each precision is
+  K + 1 runs and the two are compared as spreads: at each logged step and for each zero-shot task, the difference
+  of the two groups' means against its standard error (Welch), and the mean of each run's logged losses (its whole
+  curve in one number). Where the difference stays within two standard errors, the precision moves training less
+  than the training's own sensitivity can resolve with these runs.
 
 Reported first, without training (no drift): the loss and the trained parts' gradient of the start weights on 4 fixed
 batches, bf16-held vs fp32 (``--gap-only`` stops there). Then the loss at every logged step of each run and its
@@ -33,7 +39,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -66,6 +74,8 @@ RUNS: dict[str, tuple[str, str | None, float]] = {
     "fp32-twin": ("float32", None, 1e-6),
     "fp32-random": ("float32", "random", 0.0),
 }
+#: ``--twins``: ``fp32~i`` / ``fast~i`` are fp32 / fast from the start perturbed like the twin, with seed i
+TWIN = "~"
 LOSS_BAR = 0.02  # relative, at every logged step
 SCORE_BAR = 1.0  # points
 #: --quick: tiny random parts at 64 px (the real tokenizers), 20 steps at most
@@ -114,6 +124,21 @@ def build(config: DemoConfig, quick: bool) -> BuiltModel:
     return built
 
 
+def run_spec(run: str) -> tuple[str, str | None, float, int]:
+    """(frozen dtype, sampling strategy, perturbation, perturbation seed) of a run name: `RUNS`, or
+    ``fp32~i`` / ``fast~i`` (the twin's perturbation with seed i; ``fp32-twin`` is ``fp32~1``)."""
+    base, _, seed = run.partition(TWIN)
+    if seed:
+        frozen_dtype, sampling, _ = RUNS[base]
+        return frozen_dtype, sampling, RUNS["fp32-twin"][2], int(seed)
+    return (*RUNS[run], 1)
+
+
+def twin_runs(count: int) -> list[str]:
+    """``fp32~1 ... fp32~count`` and ``fast~1 ... fast~count``."""
+    return [f"{base}{TWIN}{i}" for base in ("fp32", "fast") for i in range(1, count + 1)]
+
+
 def train_run(
     built: BuiltModel,
     start: dict[str, torch.Tensor],
@@ -127,12 +152,12 @@ def train_run(
 
     ``reference``: the ``fp32`` run's trainer, whose arguments, data and collator a run with another sampler reuses.
     """
-    frozen_dtype, sampling, perturbation = RUNS[run]
+    frozen_dtype, sampling, perturbation, perturbation_seed = run_spec(run)
     model = built.model
     model.hold_frozen_in("float32")
     model.load_state_dict(start)  # the same fp32 start for every run
     if perturbation:
-        generator = torch.Generator().manual_seed(1)
+        generator = torch.Generator().manual_seed(perturbation_seed)
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if model.is_trainable_by_default(name):
@@ -268,6 +293,8 @@ def _difference_table(
 def report(
     results: dict[str, dict[str, Any]], config: DemoConfig, setup: str, gap: dict[str, Any] | None = None
 ) -> tuple[str, bool]:
+    twins = {run: r for run, r in results.items() if TWIN in run}
+    results = {run: r for run, r in results.items() if TWIN not in run}
     others = [run for run in results if run != "fp32"]
     lines = [
         f"Setup (DemoConfig): {setup}.",
@@ -275,7 +302,7 @@ def report(
         "Time: "
         + ", ".join(
             f"{run} {r['train_seconds']:.0f} s training + {r['eval_seconds']:.0f} s evaluation"
-            for run, r in results.items()
+            for run, r in (results | twins).items()
         )
         + ". Batches: "
         + ", ".join(f"{run} {r['sampling']}" for run, r in results.items())
@@ -310,7 +337,71 @@ def report(
         f"- The bar for fast ({LOSS_BAR:.0%} loss at every logged step, {SCORE_BAR:.0f} point zero-shot): "
         f"{'met' if passed else 'NOT met'}."
     )
+    if twins:
+        lines += ["", spread_report(results | twins)]
     return "\n".join(lines), passed
+
+
+def welch(reference: list[float], other: list[float]) -> tuple[float, float]:
+    """``mean(other) - mean(reference)`` and its standard error (Welch: each group's own variance)."""
+    error = math.sqrt(statistics.variance(reference) / len(reference) + statistics.variance(other) / len(other))
+    return statistics.fmean(other) - statistics.fmean(reference), error
+
+
+def spread_report(results: dict[str, dict[str, Any]]) -> str:
+    """fp32's runs against fast's (each with its ``~i`` twins) as spreads: group means, ranges and the difference of
+    the means in standard errors, at every logged step, for the whole curve and for each zero-shot task."""
+    groups = {base: [r for run, r in results.items() if run.partition(TWIN)[0] == base] for base in ("fp32", "fast")}
+    fp32, fast = groups["fp32"], groups["fast"]
+
+    def row(label: str, a: list[float], b: list[float], relative: bool) -> tuple[str, tuple[bool, bool]]:
+        """The table row; whether the difference is within 2 standard errors, and within the issue's bar."""
+        difference, error = welch(a, b)
+        scale = statistics.fmean(a) if relative else 1.0
+        fmt = ".4f" if relative else ".1f"
+        cells = [f"{statistics.fmean(v):{fmt}} ({min(v):{fmt}}-{max(v):{fmt}})" for v in (a, b)]
+        within = (abs(difference) <= 2 * error, abs(difference) / scale <= (LOSS_BAR if relative else SCORE_BAR))
+        shown = f"{difference / scale:+.2%} ± {error / scale:.2%}" if relative else f"{difference:+.1f} ± {error:.1f}"
+        ratio = f"{difference / error:+.1f} SE" if error else "no spread"
+        return f"| {label} | {cells[0]} | {cells[1]} | {shown} ({ratio}) |", within
+
+    lines = [
+        f"Spreads: fp32 = {len(fp32)} runs (fp32 and its twins), fast = {len(fast)} runs (fast and its twins); "
+        "each twin starts from the weights perturbed by 1e-6 (seed i, the same for both precisions). "
+        "Difference of the means ± its standard error (Welch).",
+        "",
+        "| step | fp32 runs: mean (range) | fast runs: mean (range) | fast - fp32 |",
+        "|---:|---:|---:|---:|",
+    ]
+    steps = list(results["fp32"]["losses"])
+    inside = [0, 0]  # logged steps within 2 standard errors, within the bar
+    for step in steps:
+        line, within = row(str(step), [r["losses"][step] for r in fp32], [r["losses"][step] for r in fast], True)
+        lines.append(line)
+        inside = [count + flag for count, flag in zip(inside, within)]
+    curve, curve_within = row(
+        "mean of the logged losses",
+        [statistics.fmean(r["losses"].values()) for r in fp32],
+        [statistics.fmean(r["losses"].values()) for r in fast],
+        True,
+    )
+    lines += [curve, "", "| task | fp32 runs: mean (range) | fast runs: mean (range) | fast - fp32 (points) |"]
+    lines.append("|---|---:|---:|---:|")
+    tasks_inside = [0, 0]
+    tasks = list(results["fp32"]["scores"])
+    for task in tasks:
+        line, within = row(task, [r["scores"][task] for r in fp32], [r["scores"][task] for r in fast], False)
+        lines.append(line)
+        tasks_inside = [count + flag for count, flag in zip(tasks_inside, within)]
+    lines += [
+        "",
+        f"- Difference of the means within 2 standard errors: at {inside[0]} of {len(steps)} logged steps, for the "
+        f"whole curve: {'yes' if curve_within[0] else 'no'}, on {tasks_inside[0]} of {len(tasks)} zero-shot tasks.",
+        f"- Within the bar ({LOSS_BAR:.0%} loss, {SCORE_BAR:.0f} point zero-shot): at {inside[1]} of {len(steps)} "
+        f"logged steps, for the whole curve: {'yes' if curve_within[1] else 'no'}, on {tasks_inside[1]} of "
+        f"{len(tasks)} zero-shot tasks.",
+    ]
+    return "\n".join(lines)
 
 
 def gap_report(gap: dict[str, Any]) -> str:
@@ -336,6 +427,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="new parts' initialisation and data; the demo's")
     parser.add_argument("--eval-samples", type=int, default=200, help="samples per evaluation task")
     parser.add_argument("--runs", nargs="+", default=["fp32", "fast", "fp32-twin"], choices=list(RUNS))
+    parser.add_argument(
+        "--twins", type=int, default=0, help="K: fp32~1..K and fast~1..K instead of fp32-twin (spreads)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny random parts, few steps: a smoke test")
     parser.add_argument("--gap-only", action="store_true", help="only the same-weights comparison (no training)")
     parser.add_argument("--output", type=Path, help="also write the report here (and the numbers as .json)")
@@ -344,6 +438,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.twins < 0:
+        raise SystemExit(f"--twins: a count of twins per precision, not {args.twins}")
     config = run_config(args)
     setup = describe(config, args.quick)
     print(f"Setup (DemoConfig): {setup}\nMachine: {machine()}", flush=True)
@@ -357,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     reference = None
     with tempfile.TemporaryDirectory() as folder:  # the Trainer's output_dir: nothing is saved there
-        for run in dict.fromkeys(["fp32", "fast", *args.runs]):
+        runs = [run for run in args.runs if not (args.twins and run == "fp32-twin")]  # fp32-twin is fp32~1
+        for run in dict.fromkeys(["fp32", "fast", *runs, *twin_runs(args.twins)]):
             print(f"training {run} ...", flush=True)
             results[run], trainer = train_run(built, start, parts, config, run, Path(folder), reference)
             reference = reference or trainer

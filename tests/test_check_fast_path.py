@@ -1,0 +1,81 @@
+"""benchmarks/check_fast_path.py: the fast path's correctness check. Its run names decode to the precisions and
+perturbations the report says they are, its spread comparison counts what its verdict lines claim, and a tiny run with
+twins ends with every run's numbers written out."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+CHECK = Path(__file__).resolve().parents[1] / "benchmarks" / "check_fast_path.py"
+
+
+@pytest.fixture(scope="module")
+def check():
+    spec = importlib.util.spec_from_file_location("check_fast_path", CHECK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_run_names_decode_to_precision_and_perturbation(check):
+    assert check.run_spec("fp32") == ("float32", None, 0.0, 1)
+    assert check.run_spec("fast") == ("bfloat16", None, 0.0, 1)
+    assert check.run_spec("fp32-twin") == check.run_spec("fp32~1")  # the single twin is the first of the twins
+    assert check.run_spec("fast~3") == ("bfloat16", None, 1e-6, 3)
+    assert check.twin_runs(2) == ["fp32~1", "fp32~2", "fast~1", "fast~2"]
+    with pytest.raises(KeyError):
+        check.run_spec("fp16~1")
+
+
+def test_welch_difference_and_standard_error(check):
+    difference, error = check.welch([1.0, 2.0, 3.0], [2.0, 4.0, 6.0, 8.0])
+    assert difference == pytest.approx(5.0 - 2.0)
+    assert error == pytest.approx(math.sqrt(1.0 / 3 + statistics.variance([2.0, 4.0, 6.0, 8.0]) / 4))
+
+
+def _run(losses: dict[int, float], scores: dict[str, float]) -> dict:
+    return {"losses": losses, "scores": scores}
+
+
+def test_spread_report_counts_steps_and_tasks_within_the_spread_and_the_bar(check):
+    # step 5: fast 10% above fp32 with a spread of 0.1 (far outside); step 10: 1% apart inside a wide spread
+    results = {
+        "fp32": _run({5: 1.0, 10: 2.0}, {"yes_no": 50.0}),
+        "fp32~1": _run({5: 1.1, 10: 2.5}, {"yes_no": 60.0}),
+        "fast": _run({5: 1.15, 10: 2.0}, {"yes_no": 70.0}),
+        "fast~1": _run({5: 1.16, 10: 2.55}, {"yes_no": 71.0}),
+    }
+    text = check.spread_report(results)
+    assert "fp32 = 2 runs" in text and "fast = 2 runs" in text
+    assert "within 2 standard errors: at 1 of 2 logged steps" in text
+    assert "on 0 of 1 zero-shot tasks" in text  # 15.5 points apart, standard error 5.0
+    assert "Within the bar (2% loss, 1 point zero-shot): at 1 of 2 logged steps" in text
+    difference, error = check.welch([1.0, 1.1], [1.15, 1.16])
+    assert f"{difference / 1.05:+.2%} ± {error / 1.05:.2%}" in text
+
+
+def test_tiny_run_with_twins_writes_every_run(check, tmp_path):
+    output = tmp_path / "report.md"
+    argv = ["--quick", "--steps", "2", "--twins", "1", "--eval-samples", "2", "--output", str(output)]
+    check.main(argv)  # the exit status is the 2%/1-point bar's verdict, not asserted on random weights
+    numbers = json.loads(output.with_suffix(".json").read_text())
+    runs = ["fp32", "fast", "fp32~1", "fast~1"]
+    assert all(run in numbers for run in runs) and "fp32-twin" not in numbers  # fp32-twin is fp32~1
+    assert {len(numbers[run]["losses"]) for run in runs} == {2}
+    text = output.read_text()
+    assert "Spreads: fp32 = 2 runs" in text
+    assert text.count("| fast - fp32 |") == 1  # the spread table, beside the main one without twin columns
+    first = [numbers[run]["losses"]["1"] for run in runs]  # JSON keys are strings
+    difference, error = check.welch(first[0::2], first[1::2])
+    fp32_mean = statistics.fmean(first[0::2])
+    assert f"| 1 | {fp32_mean:.4f} (" in text
+    assert f"{difference / fp32_mean:+.2%} ± {error / fp32_mean:.2%}" in text
