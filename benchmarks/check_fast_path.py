@@ -387,12 +387,16 @@ def spread_report(results: dict[str, dict[str, Any]]) -> str:
     )
     lines += [curve, "", "| task | fp32 runs: mean (range) | fast runs: mean (range) | fast - fp32 (points) |"]
     lines.append("|---|---:|---:|---:|")
-    tasks_inside = [0, 0]
+    tasks_inside = [0, 0]  # zero-shot tasks only: the bar is the zero-shot one
     tasks = list(results["fp32"]["scores"])
     for task in tasks:
-        line, within = row(task, [r["scores"][task] for r in fp32], [r["scores"][task] for r in fast], False)
+        values = [r["scores"][task] for r in fp32], [r["scores"][task] for r in fast]
+        line, within = row(f"zero-shot {task}", *values, relative=False)
         lines.append(line)
         tasks_inside = [count + flag for count, flag in zip(tasks_inside, within)]
+    for task in results["fp32"]["held_in"]:
+        values = [r["held_in"][task] for r in fp32], [r["held_in"][task] for r in fast]
+        lines.append(row(f"held-in {task}", *values, relative=False)[0])
     lines += [
         "",
         f"- Difference of the means within 2 standard errors: at {inside[0]} of {len(steps)} logged steps, for the "

@@ -43,7 +43,7 @@ def test_welch_difference_and_standard_error(check):
 
 
 def _run(losses: dict[int, float], scores: dict[str, float]) -> dict:
-    return {"losses": losses, "scores": scores}
+    return {"losses": losses, "scores": scores, "held_in": {"ocr": scores["yes_no"] / 2}}
 
 
 def test_spread_report_counts_steps_and_tasks_within_the_spread_and_the_bar(check):
@@ -58,6 +58,7 @@ def test_spread_report_counts_steps_and_tasks_within_the_spread_and_the_bar(chec
     assert "fp32 = 2 runs" in text and "fast = 2 runs" in text
     assert "within 2 standard errors: at 1 of 2 logged steps" in text
     assert "on 0 of 1 zero-shot tasks" in text  # 15.5 points apart, standard error 5.0
+    assert "| held-in ocr | 27.5 (25.0-30.0) | 35.2 (35.0-35.5) |" in text  # reported, not counted
     assert "Within the bar (2% loss, 1 point zero-shot): at 1 of 2 logged steps" in text
     difference, error = check.welch([1.0, 1.1], [1.15, 1.16])
     assert f"{difference / 1.05:+.2%} ± {error / 1.05:.2%}" in text
