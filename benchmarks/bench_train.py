@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_train.py                  # full config: ~15 min on 2 idle cores
     .venv/bin/python benchmarks/bench_train.py --quick          # tiny config: a smoke test
     .venv/bin/python benchmarks/bench_train.py --repeats 3 --steps 8 --output /tmp/train.md
+    .venv/bin/python benchmarks/bench_train.py --variants stock-fp32 ours-fast --repeats 8   # two variants, more rounds
 
 The variants, each a real ``Trainer.train()`` run in its own process (so peak memory is its own):
 
@@ -427,8 +428,13 @@ def report(
         names = {d for r in results[variant] for d in r["flops"]}
         return {d: statistics.median(r["flops"].get(d, 0) for r in results[variant]) for d in names}
 
-    fast_dtype = results["ours-fast"][0]["frozen_dtype"]
-    base = {v: median(v, "samples_per_s") for v in ("stock-fp32", "stock-bf16")}
+    variants = list(results)  # stock-fp32 first: every ratio is to it (and to stock-bf16, where it ran)
+    fast_dtype = next((r[0]["frozen_dtype"] for v, r in results.items() if v.startswith("ours-fast")), "-")
+    base = {v: median(v, "samples_per_s") for v in ("stock-fp32", "stock-bf16") if v in results}
+
+    def versus_bf16(speed: float) -> str:
+        return f"{speed / base['stock-bf16']:.2f}x" if "stock-bf16" in base else "-"
+
     keys = ("tensor_peak_mib", "peak_mib", "above_runtime_mib", "increase_mib")
     memory = {key: median("stock-fp32", key) for key in keys}
     lines = [
@@ -442,7 +448,7 @@ def report(
         "above the runtime | increase in train | GFLOP/step (bf16 share) | MFU |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for variant in VARIANTS:
+    for variant in variants:
         speed = median(variant, "samples_per_s")
         counted = flops(variant)
         total = sum(counted.values())
@@ -451,11 +457,11 @@ def report(
             f"{median(variant, key):.0f} MiB ({median(variant, key) / memory[key]:.2f}x)" for key in memory
         )
         lines.append(
-            f"| {variant} | {speed:.2f} | {speed / base['stock-fp32']:.2f}x | {speed / base['stock-bf16']:.2f}x | "
+            f"| {variant} | {speed:.2f} | {speed / base['stock-fp32']:.2f}x | {versus_bf16(speed)} | "
             f"{mib} | "
             f"{total / 1e9:.1f} ({counted.get('bfloat16', 0) / total:.0%}) | {at_peak * speed / BATCH:.1%} |"
         )
-    rounds = "; ".join(f"{v}: " + "/".join(f"{r['samples_per_s']:.2f}" for r in results[v]) for v in VARIANTS)
+    rounds = "; ".join(f"{v}: " + "/".join(f"{r['samples_per_s']:.2f}" for r in results[v]) for v in variants)
     builds = ", ".join(f"{c['dtype']} {c['seconds']:.1f} s, {c['mib']:.0f} MiB" for c in caches)
     lines += ["", f"Per-round samples/s: {rounds}.", f"Feature cache build (once, {args.samples} samples): {builds}."]
     lines += ["", "Padding share of the LLM's computed positions (image tokens included), batches of 8:"]
@@ -471,13 +477,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny config: a smoke test")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="default: all; stock-fp32 always"
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--padding-samples", type=int, default=1000, help="the larger draw for the padding share")
     parser.add_argument("--output", type=Path, help="also write the report here")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.variants = {"stock-fp32", *args.variants}  # the reference of every ratio
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -496,9 +507,9 @@ def main(argv: list[str] | None = None) -> None:
         prepare(args.folder, args.quick, args.samples)
         caches = [child(args, "cache", dtype) for dtype in ("float32", "auto")]
         shares = padding_shares(args.folder, args.padding_samples)
-        results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+        results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS if v in args.variants}
         for round_ in range(args.repeats):
-            order = list(VARIANTS) if round_ % 2 == 0 else list(reversed(VARIANTS))
+            order = list(results) if round_ % 2 == 0 else list(reversed(results))
             for variant in order:
                 results[variant].append(child(args, variant, str(args.warmup), str(args.steps)))
         peaks = {"float32": matmul_peak_flops(torch.float32), "bfloat16": matmul_peak_flops(torch.bfloat16)}
