@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/check_fast_path.py --output /tmp/fastpath/report.md  # ~30 min
     .venv/bin/python benchmarks/check_fast_path.py --vision '{"model_type": "vit", ...}' --eval-samples 50
     .venv/bin/python benchmarks/check_fast_path.py --quick                            # tiny random parts: a smoke test
+    .venv/bin/python benchmarks/check_fast_path.py --eval-samples 64 --twins 4        # 5 runs per precision: ~26 min
 
 The setup is the demo's, read from `hf_instructblip.demo.DemoConfig` at run time (parts, image size, query tokens,
 learning rate, warm-up, gradient clipping, batch size, vision feature layer), with ``--steps`` optimizer steps (60 by
