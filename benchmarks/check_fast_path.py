@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/check_fast_path.py --vision '{"model_type": "vit", ...}' --eval-samples 50
     .venv/bin/python benchmarks/check_fast_path.py --quick                            # tiny random parts: a smoke test
     .venv/bin/python benchmarks/check_fast_path.py --eval-samples 64 --twins 4        # 5 runs per precision: ~26 min
+    .venv/bin/python benchmarks/check_fast_path.py --eval-samples 64 --twins 9 --reuse /tmp/fastpath/twins4.json
 
 The setup is the demo's, read from `hf_instructblip.demo.DemoConfig` at run time (parts, image size, query tokens,
 learning rate, warm-up, gradient clipping, batch size, vision feature layer), with ``--steps`` optimizer steps (60 by
@@ -24,7 +25,11 @@ sampler, collator and training arguments; the loss at every step the demo logs).
   K + 1 runs and the two are compared as spreads: at each logged step and for each zero-shot task, the difference
   of the two groups' means against its standard error (Welch), and the mean of each run's logged losses (its whole
   curve in one number). Where the difference stays within two standard errors, the precision moves training less
-  than the training's own sensitivity can resolve with these runs.
+  than the training's own sensitivity can resolve with these runs. The whole curves are also compared by rank
+  (Mann-Whitney), which one stalled run cannot dominate as it can a mean;
+* ``--reuse FILE.json``: the runs an earlier ``--output`` holds (same setup, checked) are taken from it and not trained
+  again, so that more twins extend earlier ones: ``--twins 9 --reuse old.json`` after ``--twins 3`` trains ``~4`` to
+  ``~9`` and compares all ten runs per precision.
 
 Reported first, without training (no drift): the loss and the trained parts' gradient of the start weights on 4 fixed
 batches, bf16-held vs fp32 (``--gap-only`` stops there). Then the loss at every logged step of each run and its
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import platform
@@ -297,18 +303,15 @@ def report(
     twins = {run: r for run, r in results.items() if TWIN in run}
     results = {run: r for run, r in results.items() if TWIN not in run}
     others = [run for run in results if run != "fp32"]
-    lines = [
-        f"Setup (DemoConfig): {setup}.",
-        f"Machine: {machine()}.",
-        "Time: "
-        + ", ".join(
-            f"{run} {r['train_seconds']:.0f} s training + {r['eval_seconds']:.0f} s evaluation"
-            for run, r in (results | twins).items()
-        )
-        + ". Batches: "
-        + ", ".join(f"{run} {r['sampling']}" for run, r in results.items())
-        + ".",
-    ]
+    times = ", ".join(
+        f"{run} {r['train_seconds']:.0f} s training + {r['eval_seconds']:.0f} s evaluation"
+        for run, r in (results | twins).items()
+    )
+    reused = [run for run, r in (results | twins).items() if r.get("reused")]
+    if reused:
+        times += f". Reused from an earlier run: {', '.join(reused)}"
+    batches = ", ".join(f"{run} {r['sampling']}" for run, r in results.items())
+    lines = [f"Setup (DemoConfig): {setup}.", f"Machine: {machine()}.", f"Time: {times}. Batches: {batches}."]
     if gap is not None:
         lines += ["", gap_report(gap)]
     worst_loss: dict[str, float] = {}
@@ -386,7 +389,17 @@ def spread_report(results: dict[str, dict[str, Any]]) -> str:
         [statistics.fmean(r["losses"].values()) for r in fast],
         True,
     )
-    lines += [curve, "", "| task | fp32 runs: mean (range) | fast runs: mean (range) | fast - fp32 (points) |"]
+    higher, p_value = rank_test(
+        [statistics.fmean(r["losses"].values()) for r in fp32], [statistics.fmean(r["losses"].values()) for r in fast]
+    )
+    lines += [
+        curve,
+        "",
+        f"By rank (Mann-Whitney), the mean of the logged losses: fast's run above fp32's in {higher:.0%} of the "
+        f"{len(fp32) * len(fast)} pairs, two-sided p = {p_value:.3f}.",
+        "",
+        "| task | fp32 runs: mean (range) | fast runs: mean (range) | fast - fp32 (points) |",
+    ]
     lines.append("|---|---:|---:|---:|")
     tasks_inside = [0, 0]  # zero-shot tasks only: the bar is the zero-shot one
     tasks = list(results["fp32"]["scores"])
@@ -407,6 +420,42 @@ def spread_report(results: dict[str, dict[str, Any]]) -> str:
         f"{len(tasks)} zero-shot tasks.",
     ]
     return "\n".join(lines)
+
+
+def rank_test(reference: list[float], other: list[float]) -> tuple[float, float]:
+    """Mann-Whitney: the share of (reference, other) pairs in which ``other`` is higher (ties count half), and the
+    two-sided p-value of that share under "both groups come from one distribution", exact (every split of the pooled
+    values) up to 200,000 splits, else from the normal approximation."""
+    pooled = sorted(reference + other)
+    rank = {value: statistics.fmean(i + 1 for i, v in enumerate(pooled) if v == value) for value in pooled}
+    ranks = [rank[value] for value in reference + other]
+    n, m = len(reference), len(other)
+    u_of = lambda rank_sum: rank_sum - m * (m + 1) / 2  # noqa: E731  # U of ``other`` from its rank sum
+    observed = u_of(sum(ranks[n:]))
+    centre, pairs = n * m / 2, n * m
+    if math.comb(n + m, m) <= 200_000:
+        split_us = [u_of(sum(split)) for split in itertools.combinations(ranks, m)]
+        p_value = sum(abs(u - centre) >= abs(observed - centre) - 1e-9 for u in split_us) / len(split_us)
+    else:
+        spread = math.sqrt(n * m * (n + m + 1) / 12)
+        p_value = math.erfc(abs(observed - centre) / spread / math.sqrt(2))
+    return observed / pairs, p_value
+
+
+def load_reused(path: Path, setup: str, eval_samples: int) -> dict[str, dict[str, Any]]:
+    """The runs of an earlier ``--output`` JSON, after checking that it trained and evaluated as this run does."""
+    numbers = json.loads(path.read_text())
+    if numbers.get("setup") != setup:
+        raise SystemExit(f"--reuse {path}: its runs trained another setup:\n  {numbers.get('setup')}\nnot\n  {setup}")
+    if numbers.get("eval_samples") != eval_samples:
+        raise SystemExit(
+            f"--reuse {path}: evaluated on {numbers.get('eval_samples')} samples per task, not {eval_samples}"
+        )
+    runs = {run: r for run, r in numbers.items() if isinstance(r, dict) and "losses" in r}
+    for r in runs.values():
+        r["losses"] = {int(step): loss for step, loss in r["losses"].items()}  # JSON keys are strings
+        r["reused"] = True
+    return runs
 
 
 def gap_report(gap: dict[str, Any]) -> str:
@@ -435,6 +484,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--twins", type=int, default=0, help="K: fp32~1..K and fast~1..K instead of fp32-twin (spreads)"
     )
+    parser.add_argument("--reuse", type=Path, help="an earlier --output's JSON: its runs are not trained again")
     parser.add_argument("--quick", action="store_true", help="tiny random parts, few steps: a smoke test")
     parser.add_argument("--gap-only", action="store_true", help="only the same-weights comparison (no training)")
     parser.add_argument("--output", type=Path, help="also write the report here (and the numbers as .json)")
@@ -456,10 +506,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parts = demo_training_data(config)
     results: dict[str, dict[str, Any]] = {}
+    reused = load_reused(args.reuse, setup, config.eval_samples) if args.reuse else {}
+    runs = [run for run in args.runs if not (args.twins and run == "fp32-twin")]  # fp32-twin is fp32~1
+    if "fp32" in reused and "fp32-random" in runs:
+        raise SystemExit(f"--runs fp32-random reuses the fp32 run's trainer, which --reuse {args.reuse} cannot give")
     reference = None
     with tempfile.TemporaryDirectory() as folder:  # the Trainer's output_dir: nothing is saved there
-        runs = [run for run in args.runs if not (args.twins and run == "fp32-twin")]  # fp32-twin is fp32~1
         for run in dict.fromkeys(["fp32", "fast", *runs, *twin_runs(args.twins)]):
+            if run in reused:
+                results[run] = reused[run]
+                continue
             print(f"training {run} ...", flush=True)
             results[run], trainer = train_run(built, start, parts, config, run, Path(folder), reference)
             reference = reference or trainer
@@ -469,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text + "\n")
-        numbers = {"setup": setup, "machine": machine(), **results, "same_weights": gap}
+        numbers = {"setup": setup, "eval_samples": config.eval_samples, "machine": machine(), **results}
+        numbers["same_weights"] = gap
         args.output.with_suffix(".json").write_text(json.dumps(numbers, indent=2))
     return 0 if passed else 1
 

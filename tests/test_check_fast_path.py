@@ -42,6 +42,15 @@ def test_welch_difference_and_standard_error(check):
     assert error == pytest.approx(math.sqrt(1.0 / 3 + statistics.variance([2.0, 4.0, 6.0, 8.0]) / 4))
 
 
+def test_rank_test_share_and_exact_p_value(check):
+    # 3 vs 3, every other value higher: 2 of the C(6, 3) = 20 splits are as extreme (all higher or all lower)
+    assert check.rank_test([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == (1.0, pytest.approx(0.1))
+    assert check.rank_test([1.0, 2.0, 3.0], [0.5, 1.5, 2.5]) == (pytest.approx(1 / 3), pytest.approx(0.7))
+    assert check.rank_test([1.0, 2.0], [1.0, 2.0]) == (0.5, 1.0)  # ties count half
+    share, p_value = check.rank_test([float(i) for i in range(12)], [float(i) for i in range(12, 24)])
+    assert share == 1.0 and p_value < 1e-4  # C(24, 12) > 200,000 splits: the normal approximation
+
+
 def _run(losses: dict[int, float], scores: dict[str, float]) -> dict:
     return {"losses": losses, "scores": scores, "held_in": {"ocr": scores["yes_no"] / 2}}
 
@@ -80,3 +89,20 @@ def test_tiny_run_with_twins_writes_every_run(check, tmp_path):
     fp32_mean = statistics.fmean(first[0::2])
     assert f"| 1 | {fp32_mean:.4f} (" in text
     assert f"{difference / fp32_mean:+.2%} ± {error / fp32_mean:.2%}" in text
+
+
+def test_reuse_extends_earlier_twins_without_training_them_again(check, tmp_path):
+    first, second = tmp_path / "first.md", tmp_path / "second.md"
+    quick = ["--quick", "--steps", "2", "--eval-samples", "2"]
+    check.main([*quick, "--twins", "1", "--output", str(first)])
+    check.main([*quick, "--twins", "2", "--reuse", str(first.with_suffix(".json")), "--output", str(second)])
+    before, after = (json.loads(path.with_suffix(".json").read_text()) for path in (first, second))
+    for run in ("fp32", "fast", "fp32~1", "fast~1"):
+        assert after[run]["losses"] == before[run]["losses"] and after[run]["reused"]
+    assert not after["fp32~2"].get("reused") and len(after["fast~2"]["losses"]) == 2
+    text = second.read_text()
+    assert "Reused from an earlier run: fp32, fast, fp32~1, fast~1." in text and "fp32 = 3 runs" in text
+    with pytest.raises(SystemExit, match=r"--reuse .*another setup"):
+        check.main(["--quick", "--steps", "3", "--eval-samples", "2", "--reuse", str(first.with_suffix(".json"))])
+    with pytest.raises(SystemExit, match=r"--reuse .*evaluated on 2 samples per task, not 1"):
+        check.main(["--quick", "--steps", "2", "--eval-samples", "1", "--reuse", str(first.with_suffix(".json"))])
