@@ -35,7 +35,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(VENV)/bin/mypy src
+	$(VENV)/bin/mypy src benchmarks
 
 # The training table (stock transformers + Trainer in fp32 / bf16 vs ours in fp32 / fast, with and without the feature
 # cache; ~15 min on 2 idle cores), then the model-only comparison (~4 min). benchmarks/README.md holds the results.

@@ -28,12 +28,13 @@ tests never assert them.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,7 @@ def check_agree(naive: RankingResult, fast: RankingResult, where: str) -> None:
         sys.exit(f"{where}: fast and naive disagree (max |score diff| {diff:.2e}); not timing rankings that differ")
 
 
-def run_pair(row: Row, runs: dict[str, Callable[[], RankingResult]], order: tuple[str, str], where: str) -> None:
+def run_pair(row: Row, runs: Mapping[str, Callable[[], RankingResult]], order: tuple[str, str], where: str) -> None:
     """Time naive and fast back to back (in ``order``), check they agree, rerun if others loaded the machine."""
     for attempt in range(MAX_RERUNS + 1):
         before = cpu_seconds()
@@ -229,8 +230,8 @@ def bench_llm(llm: str, processor: Any, args: argparse.Namespace) -> list[Row]:
         for n in args.candidates:
             data = make_samples(args.samples, n, size)
             runs = {
-                "naive": lambda d=data: rank_candidates_naive(model, processor, *d),
-                "fast": lambda d=data: rank_candidates(model, processor, *d, batch_size=args.samples),
+                "naive": functools.partial(rank_candidates_naive, model, processor, *data),
+                "fast": functools.partial(rank_candidates, model, processor, *data, batch_size=args.samples),
             }
             order = ("naive", "fast") if repeat % 2 == 0 else ("fast", "naive")
             run_pair(rows[n], runs, order, f"{llm}, {n} candidates, repeat {repeat}")

@@ -185,7 +185,7 @@ class TensorPeak(transformers.TrainerCallback):
     def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         if state.global_step + 1 != self.step:
             return
-        storages: dict[int, int] = {}
+        storages = {}  # storage address -> bytes (views share one)
         tensors = [*model.parameters(), *model.buffers()]
         tensors += [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
         for tensor in tensors:
@@ -244,9 +244,9 @@ def load_variant(variant: str, folder: Path) -> tuple[Any, Any, type[transformer
         model = transformers.InstructBlipForConditionalGeneration.from_pretrained(folder / "model")
         for name, param in model.named_parameters():  # the paper's policy, by hand
             param.requires_grad_(not name.startswith(("vision_model.", "language_model.")))
-        processor = transformers.InstructBlipProcessor.from_pretrained(folder / "stock_processor")
-        extra = {"bf16": variant == "stock-bf16"}
-        return model, StockCollator(processor), transformers.Trainer, transformers.TrainingArguments, extra
+        stock_processor = transformers.InstructBlipProcessor.from_pretrained(folder / "stock_processor")
+        stock_extra: dict[str, Any] = {"bf16": variant == "stock-bf16"}
+        return model, StockCollator(stock_processor), transformers.Trainer, transformers.TrainingArguments, stock_extra
 
     from hf_instructblip import HfInstructBlipProcessor, InstructBlipForConditionalGeneration
     from hf_instructblip.data.collator import InstructBlipDataCollator
@@ -261,7 +261,10 @@ def load_variant(variant: str, folder: Path) -> tuple[Any, Any, type[transformer
 
         cache = VisionFeatureCache.load(folder / f"cache-{frozen_dtype}", model=model, processor=processor)
     collator = InstructBlipDataCollator.for_model(model, processor, feature_cache=cache, augment_images=False)
-    extra = {"frozen_dtype": frozen_dtype, "train_sampling_strategy": "group_by_length" if fast else "random"}
+    extra: dict[str, Any] = {
+        "frozen_dtype": frozen_dtype,
+        "train_sampling_strategy": "group_by_length" if fast else "random",
+    }
     if variant.endswith("+checkpointing"):
         extra.update(CHECKPOINTING)
     return model, collator, InstructBlipTrainer, InstructBlipTrainingArguments, extra

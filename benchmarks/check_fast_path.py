@@ -86,7 +86,7 @@ TWIN = "~"
 LOSS_BAR = 0.02  # relative, at every logged step
 SCORE_BAR = 1.0  # points
 #: --quick: tiny random parts at 64 px (the real tokenizers), 20 steps at most
-QUICK_PARTS = {
+QUICK_PARTS: dict[str, dict[str, Any]] = {
     "vision": {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
     | {"intermediate_size": 64, "patch_size": 16},
     "qformer": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
