@@ -3,20 +3,22 @@
     .venv/bin/python benchmarks/bench_build.py                  # one round: ~2.5 min on 2 cores
     .venv/bin/python benchmarks/bench_build.py --repeats 2 --output /tmp/build.md
 
-Both paths build the `make demo` model from the real shipped parts: a random ViT-4x192 (`demo.DEMO_VISION_CONFIG`),
+Both paths build the `make demo` model from the real shipped parts, as `demo.build_demo_model(DemoConfig())` does
+(kept in fp32, so that only the build is measured): EfficientNet-Lite0 pretrained on ImageNet as the vision tower,
 all-MiniLM-L6-v2 as the Q-Former initialiser (BLIP-2 recipe) and SmolLM2-135M-Instruct (GGUF, dequantised to fp32)
 as the LLM, 16 query tokens, seed 0, with `hf_instructblip.building.build_model`. They differ only in how the
 composite is assembled around the loaded parts (`building._assemble`):
 
-* ``meta``: as shipped: the composite is created on the meta device, the loaded LLM is put in place, only the new
-  parts (Q-Former, queries, projection, the random ViT) are allocated and initialised;
+* ``meta``: as shipped: the composite is created on the meta device, the loaded LLM and tower are put in place, only
+  the new parts (Q-Former, queries, projection) are allocated and initialised;
 * ``naive``: what `build_model` did before: construct the whole composite with random weights (a second, randomly
-  initialised LLM) and ``load_state_dict`` the loaded LLM into it (`naive_assemble`, swapped in for the run).
+  initialised LLM and tower) and ``load_state_dict`` the loaded ones into it (`naive_assemble`, swapped in for the
+  run).
 
 Each build runs in its own fresh process; peak memory is that process's peak resident set size
 (``getrusage(RUSAGE_SELF).ru_maxrss``) and the baseline its resident size after the imports, right before building.
-Both processes check they built the same loaded weights (a digest of the LLM and the BERT-initialised Q-Former
-tensors, compared here). Rounds alternate the order of the two paths.
+Both processes check they built the same loaded weights (a digest of the LLM's, the tower's and the
+BERT-initialised Q-Former's tensors, compared here). Rounds alternate the order of the two paths.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ import torch
 import transformers
 
 PATHS = ("meta", "naive")
-NUM_QUERY_TOKENS = 16
 #: InstructBLIP (Vicuna-7B)'s LLM: LLaMA-7B's parameter count.
 LLM_7B_PARAMETERS = 6.74e9
 
@@ -56,9 +57,10 @@ def naive_assemble(config: Any, language_model: Any, vision_tower: Any) -> Any:
 
 
 def build(path: str) -> tuple[Any, float]:
-    """The model built by `build_model` with the ``path``'s assembly, and the seconds the assembly took."""
+    """The demo's model (`demo.build_demo_model` on `DemoConfig()`'s parts, kept in fp32: the build alone) built with
+    the ``path``'s assembly, and the seconds the assembly took."""
     from hf_instructblip import building
-    from hf_instructblip.demo import DEMO_VISION_CONFIG
+    from hf_instructblip.demo import DemoConfig, build_demo_model
 
     assemble = building._assemble if path == "meta" else naive_assemble
     seconds = []
@@ -69,10 +71,8 @@ def build(path: str) -> tuple[Any, float]:
         seconds.append(time.perf_counter() - start)
         return model
 
-    building._assemble = timed
-    built = building.build_model(
-        DEMO_VISION_CONFIG, "shipped:minilm", "shipped:smollm2", num_query_tokens=NUM_QUERY_TOKENS, seed=0
-    )
+    building._assemble = timed  # type: ignore[assignment]  # build_model looks it up at call time
+    built = build_demo_model(DemoConfig(frozen_dtype="float32"))
     return built.model, seconds[0]
 
 
@@ -84,11 +84,12 @@ def _resident_mib(field: str) -> float:
 
 
 def _loaded_weights_digest(model: Any) -> str:
-    """SHA-256 of the tensors both paths take from files: the LLM's and the Q-Former's self-attention + FFNs."""
+    """SHA-256 of the tensors both paths take from files: the LLM's, the tower's and the Q-Former's self-attention +
+    FFNs."""
     digest = hashlib.sha256()
     rows = model.config.text_config.vocab_size - 1  # the <image> row is random (seeded differently per path)
     for name, tensor in sorted(model.state_dict().items()):
-        from_files = name.startswith("language_model.") or (
+        from_files = name.startswith(("language_model.", "vision_model.")) or (
             name.startswith("qformer.") and ".crossattention." not in name
         )
         if from_files:
