@@ -447,9 +447,14 @@ def load_reused(path: Path, setup: str, eval_samples: int) -> dict[str, dict[str
     numbers = json.loads(path.read_text())
     if numbers.get("setup") != setup:
         raise SystemExit(f"--reuse {path}: its runs trained another setup:\n  {numbers.get('setup')}\nnot\n  {setup}")
-    if numbers.get("eval_samples") != eval_samples:
+    if "eval_samples" not in numbers:
         raise SystemExit(
-            f"--reuse {path}: evaluated on {numbers.get('eval_samples')} samples per task, not {eval_samples}"
+            f"--reuse {path}: it does not record its evaluation size (written before --reuse existed); add "
+            f'"eval_samples": N to it if you know the --eval-samples it ran with'
+        )
+    if numbers["eval_samples"] != eval_samples:
+        raise SystemExit(
+            f"--reuse {path}: evaluated on {numbers['eval_samples']} samples per task, not {eval_samples}"
         )
     runs = {run: r for run, r in numbers.items() if isinstance(r, dict) and "losses" in r}
     for r in runs.values():

@@ -106,3 +106,7 @@ def test_reuse_extends_earlier_twins_without_training_them_again(check, tmp_path
         check.main(["--quick", "--steps", "3", "--eval-samples", "2", "--reuse", str(first.with_suffix(".json"))])
     with pytest.raises(SystemExit, match=r"--reuse .*evaluated on 2 samples per task, not 1"):
         check.main(["--quick", "--steps", "2", "--eval-samples", "1", "--reuse", str(first.with_suffix(".json"))])
+    unrecorded = tmp_path / "unrecorded.json"  # written before --reuse existed: no evaluation size
+    unrecorded.write_text(json.dumps({k: v for k, v in before.items() if k != "eval_samples"}))
+    with pytest.raises(SystemExit, match=r"--reuse .*does not record its evaluation size"):
+        check.main([*quick, "--reuse", str(unrecorded)])
