@@ -27,8 +27,8 @@ sampler, collator and training arguments; the loss at every step the demo logs).
   curve in one number). Where the difference stays within two standard errors, the precision moves training less
   than the training's own sensitivity can resolve with these runs. The whole curves are also compared by rank
   (Mann-Whitney), which one stalled run cannot dominate as it can a mean;
-* ``--reuse FILE.json``: the runs an earlier ``--output`` holds (same setup, checked) are taken from it and not trained
-  again, so that more twins extend earlier ones: ``--twins 9 --reuse old.json`` after ``--twins 3`` trains ``~4`` to
+* ``--reuse FILE.json``: the runs an earlier ``--output`` holds (same setup and evaluation size, checked) are taken
+  from it and not trained again, so that more twins extend earlier ones: ``--twins 9 --reuse old.json`` after ``--twins 3`` trains ``~4`` to
   ``~9`` and compares all ten runs per precision.
 
 Reported first, without training (no drift): the loss and the trained parts' gradient of the start weights on 4 fixed
@@ -430,11 +430,11 @@ def rank_test(reference: list[float], other: list[float]) -> tuple[float, float]
     rank = {value: statistics.fmean(i + 1 for i, v in enumerate(pooled) if v == value) for value in pooled}
     ranks = [rank[value] for value in reference + other]
     n, m = len(reference), len(other)
-    u_of = lambda rank_sum: rank_sum - m * (m + 1) / 2  # noqa: E731  # U of ``other`` from its rank sum
-    observed = u_of(sum(ranks[n:]))
+    offset = m * (m + 1) / 2  # U of ``other`` = its rank sum - offset
+    observed = sum(ranks[n:]) - offset
     centre, pairs = n * m / 2, n * m
     if math.comb(n + m, m) <= 200_000:
-        split_us = [u_of(sum(split)) for split in itertools.combinations(ranks, m)]
+        split_us = [sum(split) - offset for split in itertools.combinations(ranks, m)]
         p_value = sum(abs(u - centre) >= abs(observed - centre) - 1e-9 for u in split_us) / len(split_us)
     else:
         spread = math.sqrt(n * m * (n + m + 1) / 12)
@@ -502,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--twins: a count of twins per precision, not {args.twins}")
     config = run_config(args)
     setup = describe(config, args.quick)
+    reused = load_reused(args.reuse, setup, config.eval_samples) if args.reuse else {}  # refused before any work
+    runs = [run for run in args.runs if not (args.twins and run == "fp32-twin")]  # fp32-twin is fp32~1
+    if "fp32" in reused and "fp32-random" in runs:
+        raise SystemExit(f"--runs fp32-random reuses the fp32 run's trainer, which --reuse {args.reuse} cannot give")
     print(f"Setup (DemoConfig): {setup}\nMachine: {machine()}", flush=True)
     built = build(config, args.quick)
     start = {name: tensor.clone() for name, tensor in built.model.state_dict().items()}
@@ -511,10 +515,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parts = demo_training_data(config)
     results: dict[str, dict[str, Any]] = {}
-    reused = load_reused(args.reuse, setup, config.eval_samples) if args.reuse else {}
-    runs = [run for run in args.runs if not (args.twins and run == "fp32-twin")]  # fp32-twin is fp32~1
-    if "fp32" in reused and "fp32-random" in runs:
-        raise SystemExit(f"--runs fp32-random reuses the fp32 run's trainer, which --reuse {args.reuse} cannot give")
     reference = None
     with tempfile.TemporaryDirectory() as folder:  # the Trainer's output_dir: nothing is saved there
         for run in dict.fromkeys(["fp32", "fast", *runs, *twin_runs(args.twins)]):
