@@ -28,8 +28,8 @@ sampler, collator and training arguments; the loss at every step the demo logs).
   than the training's own sensitivity can resolve with these runs. The whole curves are also compared by rank
   (Mann-Whitney), which one stalled run cannot dominate as it can a mean;
 * ``--reuse FILE.json``: the runs an earlier ``--output`` holds (same setup and evaluation size, checked) are taken
-  from it and not trained again, so that more twins extend earlier ones: ``--twins 9 --reuse old.json`` after ``--twins 3`` trains ``~4`` to
-  ``~9`` and compares all ten runs per precision.
+  from it and not trained again, so that more twins extend earlier ones: ``--twins 9 --reuse old.json`` after
+  ``--twins 3`` trains ``~4`` to ``~9`` and compares all ten runs per precision.
 
 Reported first, without training (no drift): the loss and the trained parts' gradient of the start weights on 4 fixed
 batches, bf16-held vs fp32 (``--gap-only`` stops there). Then the loss at every logged step of each run and its
@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import transformers
 
@@ -71,6 +72,7 @@ from hf_instructblip.demo import (
     evaluate_demo,
     train_demo,
 )
+from hf_instructblip.evaluation.metrics.roc_auc import average_ranks
 from hf_instructblip.modeling_precision import cpu_has_native_bf16
 from hf_instructblip.training import InstructBlipTrainer
 
@@ -383,15 +385,12 @@ def spread_report(results: dict[str, dict[str, Any]]) -> str:
         line, within = row(str(step), [r["losses"][step] for r in fp32], [r["losses"][step] for r in fast], True)
         lines.append(line)
         inside = [count + flag for count, flag in zip(inside, within)]
-    curve, curve_within = row(
-        "mean of the logged losses",
+    curves = (
         [statistics.fmean(r["losses"].values()) for r in fp32],
         [statistics.fmean(r["losses"].values()) for r in fast],
-        True,
     )
-    higher, p_value = rank_test(
-        [statistics.fmean(r["losses"].values()) for r in fp32], [statistics.fmean(r["losses"].values()) for r in fast]
-    )
+    curve, curve_within = row("mean of the logged losses", *curves, relative=True)
+    higher, p_value = rank_test(*curves)
     lines += [
         curve,
         "",
@@ -399,8 +398,8 @@ def spread_report(results: dict[str, dict[str, Any]]) -> str:
         f"{len(fp32) * len(fast)} pairs, two-sided p = {p_value:.3f}.",
         "",
         "| task | fp32 runs: mean (range) | fast runs: mean (range) | fast - fp32 (points) |",
+        "|---|---:|---:|---:|",
     ]
-    lines.append("|---|---:|---:|---:|")
     tasks_inside = [0, 0]  # zero-shot tasks only: the bar is the zero-shot one
     tasks = list(results["fp32"]["scores"])
     for task in tasks:
@@ -426,9 +425,7 @@ def rank_test(reference: list[float], other: list[float]) -> tuple[float, float]
     """Mann-Whitney: the share of (reference, other) pairs in which ``other`` is higher (ties count half), and the
     two-sided p-value of that share under "both groups come from one distribution", exact (every split of the pooled
     values) up to 200,000 splits, else from the normal approximation."""
-    pooled = sorted(reference + other)
-    rank = {value: statistics.fmean(i + 1 for i, v in enumerate(pooled) if v == value) for value in pooled}
-    ranks = [rank[value] for value in reference + other]
+    ranks = average_ranks(np.asarray(reference + other, dtype=np.float64)).tolist()  # ties share their mean rank
     n, m = len(reference), len(other)
     offset = m * (m + 1) / 2  # U of ``other`` = its rank sum - offset
     observed = sum(ranks[n:]) - offset
@@ -530,8 +527,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text + "\n")
-        numbers = {"setup": setup, "eval_samples": config.eval_samples, "machine": machine(), **results}
-        numbers["same_weights"] = gap
+        numbers = {
+            "setup": setup,
+            "eval_samples": config.eval_samples,
+            "machine": machine(),
+            **results,
+            "same_weights": gap,
+        }
         args.output.with_suffix(".json").write_text(json.dumps(numbers, indent=2))
     return 0 if passed else 1
 
