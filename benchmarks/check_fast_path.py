@@ -27,9 +27,10 @@ sampler, collator and training arguments; the loss at every step the demo logs).
   curve in one number). Where the difference stays within two standard errors, the precision moves training less
   than the training's own sensitivity can resolve with these runs. The whole curves are also compared by rank
   (Mann-Whitney), which one stalled run cannot dominate as it can a mean;
-* ``--reuse FILE.json``: the runs an earlier ``--output`` holds (same setup and evaluation size, checked) are taken
-  from it and not trained again, so that more twins extend earlier ones: ``--twins 9 --reuse old.json`` after
-  ``--twins 3`` trains ``~4`` to ``~9`` and compares all ten runs per precision.
+* ``--reuse FILE.json``: the runs an earlier ``--output`` holds (same setup and evaluation size, checked; the JSON is
+  rewritten after every run, so a run cut short leaves what it finished) are taken from it and not trained again,
+  so that more twins extend earlier ones: ``--twins 9 --reuse old.json`` after ``--twins 3`` trains ``~4`` to
+  ``~9`` and compares all ten runs per precision.
 
 Reported first, without training (no drift): the loss and the trained parts' gradient of the start weights on 4 fixed
 batches, bf16-held vs fp32 (``--gap-only`` stops there). Then the loss at every logged step of each run and its
@@ -460,6 +461,23 @@ def load_reused(path: Path, setup: str, eval_samples: int) -> dict[str, dict[str
     return runs
 
 
+def write_numbers(
+    path: Path, setup: str, config: DemoConfig, results: dict[str, dict[str, Any]], gap: dict[str, Any]
+) -> None:
+    """The runs' numbers as JSON (what ``--reuse`` reads), replacing the file in one step."""
+    numbers = {
+        "setup": setup,
+        "eval_samples": config.eval_samples,
+        "machine": machine(),
+        **results,
+        "same_weights": gap,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(numbers, indent=2))
+    partial.replace(path)  # atomic: an interruption leaves the previous file, never half of one
+
+
 def gap_report(gap: dict[str, Any]) -> str:
     def listed(values: list[float], fmt: str) -> str:
         return ", ".join(format(v, fmt) for v in values)
@@ -489,7 +507,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reuse", type=Path, help="an earlier --output's JSON: its runs are not trained again")
     parser.add_argument("--quick", action="store_true", help="tiny random parts, few steps: a smoke test")
     parser.add_argument("--gap-only", action="store_true", help="only the same-weights comparison (no training)")
-    parser.add_argument("--output", type=Path, help="also write the report here (and the numbers as .json)")
+    parser.add_argument(
+        "--output", type=Path, help="also write the report here (and the numbers as .json, after every run)"
+    )
     return parser.parse_args(argv)
 
 
@@ -522,19 +542,13 @@ def main(argv: list[str] | None = None) -> int:
             results[run], trainer = train_run(built, start, parts, config, run, Path(folder), reference)
             reference = reference or trainer
             print(f"  losses {results[run]['losses']}, zero-shot {results[run]['scores']}", flush=True)
+            if args.output:  # after every run, so that a long run cut short keeps what it trained (for --reuse)
+                write_numbers(args.output.with_suffix(".json"), setup, config, {**reused, **results}, gap)
     text, passed = report(results, config, setup, gap)
     print(text)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
+        write_numbers(args.output.with_suffix(".json"), setup, config, {**reused, **results}, gap)
         args.output.write_text(text + "\n")
-        numbers = {
-            "setup": setup,
-            "eval_samples": config.eval_samples,
-            "machine": machine(),
-            **results,
-            "same_weights": gap,
-        }
-        args.output.with_suffix(".json").write_text(json.dumps(numbers, indent=2))
     return 0 if passed else 1
 
 

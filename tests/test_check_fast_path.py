@@ -110,3 +110,30 @@ def test_reuse_extends_earlier_twins_without_training_them_again(check, tmp_path
     unrecorded.write_text(json.dumps({k: v for k, v in before.items() if k != "eval_samples"}))
     with pytest.raises(SystemExit, match=r"--reuse .*does not record its evaluation size"):
         check.main([*quick, "--reuse", str(unrecorded)])
+
+
+def test_an_interrupted_run_keeps_the_runs_it_finished_for_reuse(check, tmp_path, monkeypatch):
+    output = tmp_path / "report.md"
+    quick = ["--quick", "--steps", "2", "--eval-samples", "2", "--twins", "1"]
+    train_run = check.train_run
+
+    def stopped_at_fast_1(built, start, parts, config, run, *rest):
+        if run == "fast~1":  # as a time limit or Ctrl-C would stop it, three runs in
+            raise KeyboardInterrupt
+        return train_run(built, start, parts, config, run, *rest)
+
+    monkeypatch.setattr(check, "train_run", stopped_at_fast_1)
+    with pytest.raises(KeyboardInterrupt):
+        check.main([*quick, "--output", str(output)])
+    kept = json.loads(output.with_suffix(".json").read_text())
+    assert [run for run in kept if isinstance(kept[run], dict) and "losses" in kept[run]] == ["fp32", "fast", "fp32~1"]
+    assert not output.exists() and not list(tmp_path.glob("*.partial"))  # no report yet, no half-written file
+    monkeypatch.setattr(check, "train_run", train_run)
+    check.main([*quick, "--reuse", str(output.with_suffix(".json")), "--output", str(output)])  # in place
+    after = json.loads(output.with_suffix(".json").read_text())
+    assert all(
+        after[run]["losses"] == kept[run]["losses"] and after[run]["reused"] for run in ("fp32", "fast", "fp32~1")
+    )
+    assert (
+        not after["fast~1"].get("reused") and "Reused from an earlier run: fp32, fast, fp32~1." in output.read_text()
+    )
