@@ -33,11 +33,13 @@ sampler, collator and training arguments; the loss at every step the demo logs).
   ``~9`` and compares all ten runs per precision.
 
 Reported first, without training (no drift): the loss and the trained parts' gradient of the start weights on 4 fixed
-batches, bf16-held vs fp32 (``--gap-only`` stops there). Then the loss at every logged step of each run and its
-relative difference to ``fp32`` (the bar for ``fast``: within 2% at every logged step), and after training the
-demo's evaluation (`demo.evaluate_demo`, each model in its own precision): zero-shot on the synthetic held-out tasks
-(the paper's protocol: vocabulary ranking; the bar: within 1 point) and the held-in accuracy (greedy, exact match;
-reported, no bar). bf16 runs natively only on CPUs with AVX-512 BF16 or AMX; elsewhere it is emulated (slow, same
+batches, bf16-held vs fp32, and the part of the gradient that depends on the images; for the fast path and for each
+frozen part alone in bf16, to tell where a difference arises (``--gap-only`` stops there). The same again at the
+``fp32`` run's weights after its training, where the images have begun to matter (not when ``fp32`` is reused).
+Then the loss at every logged step of each run and its relative difference to ``fp32`` (the bar for ``fast``: within
+2% at every logged step), and after training the demo's evaluation (`demo.evaluate_demo`, each model in its own
+precision): zero-shot on the synthetic held-out tasks (the paper's protocol: vocabulary ranking; the bar: within 1
+point) and the held-in accuracy (greedy, exact match; reported, no bar). bf16 runs natively only on CPUs with AVX-512 BF16 or AMX; elsewhere it is emulated (slow, same
 numbers).
 """
 
@@ -86,6 +88,7 @@ RUNS: dict[str, tuple[str, str | None, float]] = {
 }
 #: ``--twins``: ``fp32~i`` / ``fast~i`` are fp32 / fast from the start perturbed like the twin, with seed i
 TWIN = "~"
+TRAINED = "fp32's after its training"  # the same-weights comparison's second point (when fp32 is not reused)
 LOSS_BAR = 0.02  # relative, at every logged step
 SCORE_BAR = 1.0  # points
 #: --quick: tiny random parts at 64 px (the real tokenizers), 20 steps at most
@@ -207,12 +210,35 @@ def train_run(
     return results, trainer
 
 
-def same_weights_gap(
-    built: BuiltModel, start: dict[str, torch.Tensor], config: DemoConfig, batches: int = 4
-) -> dict[str, Any]:
-    """The precision alone: loss and trained-parts gradient of the start weights on fixed batches, fp32 vs bf16.
+#: the same-weights comparison: which frozen parts compute in bf16 (the others in fp32, from bf16-rounded weights)
+GAP_PARTS: dict[str, tuple[str, ...]] = {
+    "vision tower and LLM (fast)": ("vision_model", "language_model"),
+    "vision tower only": ("vision_model",),
+    "LLM only": ("language_model",),
+}
 
-    No training, so no drift: what one step of the fast path computes differently. Dropout off (eval mode).
+
+def _loss_and_gradient(model: Any, batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss = model(**batch, return_logits=False).loss
+    loss.backward()
+    return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def _cosines(first: list[torch.Tensor], second: list[torch.Tensor]) -> list[float]:
+    cosine = torch.nn.functional.cosine_similarity
+    return [float(cosine(a.double(), b.double(), dim=0)) for a, b in zip(first, second)]
+
+
+def same_weights_gap(
+    built: BuiltModel, weights: dict[str, torch.Tensor], config: DemoConfig, batches: int = 4
+) -> dict[str, Any]:
+    """The precision alone, at fixed ``weights``: loss and trained-parts gradient on fixed batches, bf16 vs fp32.
+
+    No training, so no drift: what one step of the fast path computes differently. Dropout off (eval mode). Besides
+    the fast path, each frozen part alone in bf16 (`GAP_PARTS`), to tell where a difference arises. The gradient's
+    image-dependent part is the gradient with the batch's images minus the one with its images rolled by one sample:
+    what the images teach the trained parts.
     """
     model, size = built.model, config.batch_size
     parts = synthetic_mixture(SYNTHETIC_HELD_IN, 2 * batches, seed=1, image_size=config.image_size)
@@ -220,35 +246,41 @@ def same_weights_gap(
     collator = InstructBlipDataCollator.for_model(model, built.processor, augment_images=False)  # the demo's
     rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: size * batches].tolist()
     inputs = [collator([data[i] for i in rows[b * size : (b + 1) * size]]) for b in range(batches)]
-    measured: dict[str, list] = {}
-    for dtype in ("float32", "bfloat16"):
+
+    def measure(in_bf16: tuple[str, ...]) -> tuple[list[float], list[float], list[torch.Tensor], list[torch.Tensor]]:
         model.hold_frozen_in("float32")
-        model.load_state_dict(start)
+        model.load_state_dict(weights)
         model.apply_trainable_policy()
-        model.hold_frozen_in(dtype)
+        if in_bf16:
+            model.hold_frozen_in("bfloat16")
+            for name in {"vision_model", "language_model"} - set(in_bf16):
+                model.get_submodule(name).float()
         model.eval()
-        losses, grads = [], []
+        losses, image_effects, grads, image_grads = [], [], [], []
         for batch in inputs:
-            model.zero_grad(set_to_none=True)
-            loss = model(**batch, return_logits=False).loss
-            loss.backward()
-            losses.append(loss.item())
-            grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
-        measured[dtype] = [losses, grads]
+            loss, grad = _loss_and_gradient(model, batch)
+            rolled, rolled_grad = _loss_and_gradient(model, batch | {"pixel_values": batch["pixel_values"].roll(1, 0)})
+            losses.append(loss)
+            image_effects.append(rolled - loss)
+            grads.append(grad)
+            image_grads.append(grad - rolled_grad)
+        return losses, image_effects, grads, image_grads
+
+    fp32_losses, fp32_effects, fp32_grads, fp32_image_grads = measure(())
+    gap: dict[str, Any] = {"batch_size": size, "fp32_losses": fp32_losses, "fp32_image_effect": fp32_effects}
+    for label, in_bf16 in GAP_PARTS.items():
+        losses, effects, grads, image_grads = measure(in_bf16)
+        gap[label] = {
+            "loss_rel_diff": [b / a - 1 for a, b in zip(fp32_losses, losses)],
+            "image_effect": effects,
+            "grad_cosine": _cosines(fp32_grads, grads),
+            "grad_norm_rel_diff": [
+                float(b.double().norm() / a.double().norm() - 1) for a, b in zip(fp32_grads, grads)
+            ],
+            "image_grad_cosine": _cosines(fp32_image_grads, image_grads),
+        }
     model.zero_grad(set_to_none=True)
-    (fp32_losses, fp32_grads), (bf16_losses, bf16_grads) = measured["float32"], measured["bfloat16"]
-    return {
-        "batch_size": size,
-        "loss_rel_diff": [b / a - 1 for a, b in zip(fp32_losses, bf16_losses)],
-        "fp32_losses": fp32_losses,
-        "grad_cosine": [
-            float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=0))
-            for a, b in zip(fp32_grads, bf16_grads)
-        ],
-        "grad_norm_rel_diff": [
-            float(b.double().norm() / a.double().norm() - 1) for a, b in zip(fp32_grads, bf16_grads)
-        ],
-    }
+    return gap
 
 
 def describe(config: DemoConfig, quick: bool) -> str:
@@ -301,7 +333,7 @@ def _difference_table(
 
 
 def report(
-    results: dict[str, dict[str, Any]], config: DemoConfig, setup: str, gap: dict[str, Any] | None = None
+    results: dict[str, dict[str, Any]], config: DemoConfig, setup: str, gaps: dict[str, dict[str, Any]] | None = None
 ) -> tuple[str, bool]:
     twins = {run: r for run, r in results.items() if TWIN in run}
     results = {run: r for run, r in results.items() if TWIN not in run}
@@ -315,8 +347,8 @@ def report(
         times += f". Reused from an earlier run: {', '.join(reused)}"
     batches = ", ".join(f"{run} {r['sampling']}" for run, r in results.items())
     lines = [f"Setup (DemoConfig): {setup}.", f"Machine: {machine()}.", f"Time: {times}. Batches: {batches}."]
-    if gap is not None:
-        lines += ["", gap_report(gap)]
+    for weights, gap in (gaps or {}).items():
+        lines += ["", gap_report(gap, weights)]
     worst_loss: dict[str, float] = {}
     worst_score: dict[str, float] = {}
     worst_held_in: dict[str, float] = {}
@@ -462,7 +494,7 @@ def load_reused(path: Path, setup: str, eval_samples: int) -> dict[str, dict[str
 
 
 def write_numbers(
-    path: Path, setup: str, config: DemoConfig, results: dict[str, dict[str, Any]], gap: dict[str, Any]
+    path: Path, setup: str, config: DemoConfig, results: dict[str, dict[str, Any]], gaps: dict[str, dict[str, Any]]
 ) -> None:
     """The runs' numbers as JSON (what ``--reuse`` reads), replacing the file in one step."""
     numbers = {
@@ -470,7 +502,7 @@ def write_numbers(
         "eval_samples": config.eval_samples,
         "machine": machine(),
         **results,
-        "same_weights": gap,
+        "same_weights": gaps,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".json.partial")
@@ -478,16 +510,27 @@ def write_numbers(
     partial.replace(path)  # atomic: an interruption leaves the previous file, never half of one
 
 
-def gap_report(gap: dict[str, Any]) -> str:
+def gap_report(gap: dict[str, Any], weights: str = "the start") -> str:
     def listed(values: list[float], fmt: str) -> str:
         return ", ".join(format(v, fmt) for v in values)
 
-    return (
-        f"Same weights (the start), {len(gap['fp32_losses'])} fixed batches of {gap['batch_size']}, bf16-held vs "
-        f"fp32: loss {listed(gap['loss_rel_diff'], '+.2%')} (fp32 losses {listed(gap['fp32_losses'], '.3f')}); "
-        f"gradient of the trained parts: cosine {listed(gap['grad_cosine'], '.4f')}, norm "
-        f"{listed(gap['grad_norm_rel_diff'], '+.2%')}."
-    )
+    lines = [
+        f"Same weights ({weights}), {len(gap['fp32_losses'])} fixed batches of {gap['batch_size']}, frozen parts in "
+        f"bf16 vs fp32 (fp32 losses {listed(gap['fp32_losses'], '.3f')}; rolling the images by one sample within the "
+        f"batch changes them by {listed(gap['fp32_image_effect'], '+.4f')}):",
+        "",
+        "| in bf16 | loss | trained parts' gradient: cosine | its norm | its image-dependent part: cosine | "
+        "images' effect on the loss |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label in GAP_PARTS:
+        row = gap[label]
+        lines.append(
+            f"| {label} | {listed(row['loss_rel_diff'], '+.2%')} | {listed(row['grad_cosine'], '.4f')} | "
+            f"{listed(row['grad_norm_rel_diff'], '+.2%')} | {listed(row['image_grad_cosine'], '.3f')} | "
+            f"{listed(row['image_effect'], '+.4f')} |"
+        )
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -526,8 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Setup (DemoConfig): {setup}\nMachine: {machine()}", flush=True)
     built = build(config, args.quick)
     start = {name: tensor.clone() for name, tensor in built.model.state_dict().items()}
-    gap = same_weights_gap(built, start, config)
-    print(gap_report(gap), flush=True)
+    gaps = {"the start": same_weights_gap(built, start, config)}
+    print(gap_report(gaps["the start"]), flush=True)
     if args.gap_only:
         return 0
     parts = demo_training_data(config)
@@ -542,12 +585,16 @@ def main(argv: list[str] | None = None) -> int:
             results[run], trainer = train_run(built, start, parts, config, run, Path(folder), reference)
             reference = reference or trainer
             print(f"  losses {results[run]['losses']}, zero-shot {results[run]['scores']}", flush=True)
+            if run == "fp32":  # the precision alone again, where training has taught the trained parts something
+                trained = {name: tensor.clone() for name, tensor in built.model.state_dict().items()}
+                gaps[TRAINED] = same_weights_gap(built, trained, config)
+                print(gap_report(gaps[TRAINED], TRAINED), flush=True)
             if args.output:  # after every run, so that a long run cut short keeps what it trained (for --reuse)
-                write_numbers(args.output.with_suffix(".json"), setup, config, {**reused, **results}, gap)
-    text, passed = report(results, config, setup, gap)
+                write_numbers(args.output.with_suffix(".json"), setup, config, {**reused, **results}, gaps)
+    text, passed = report(results, config, setup, gaps)
     print(text)
     if args.output:
-        write_numbers(args.output.with_suffix(".json"), setup, config, {**reused, **results}, gap)
+        write_numbers(args.output.with_suffix(".json"), setup, config, {**reused, **results}, gaps)
         args.output.write_text(text + "\n")
     return 0 if passed else 1
 

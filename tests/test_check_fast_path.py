@@ -81,6 +81,10 @@ def test_tiny_run_with_twins_writes_every_run(check, tmp_path):
     runs = ["fp32", "fast", "fp32~1", "fast~1"]
     assert all(run in numbers for run in runs) and "fp32-twin" not in numbers  # fp32-twin is fp32~1
     assert {len(numbers[run]["losses"]) for run in runs} == {2}
+    gaps = numbers["same_weights"]  # the precision alone, at the start and where fp32's training left the weights
+    assert list(gaps) == ["the start", check.TRAINED]
+    for gap in gaps.values():
+        assert {len(gap[label]["image_grad_cosine"]) for label in check.GAP_PARTS} == {4}
     text = output.read_text()
     assert "Spreads: fp32 = 2 runs" in text
     assert text.count("| fast - fp32 |") == 1  # the spread table, beside the main one without twin columns
@@ -102,6 +106,7 @@ def test_reuse_extends_earlier_twins_without_training_them_again(check, tmp_path
     assert not after["fp32~2"].get("reused") and len(after["fast~2"]["losses"]) == 2
     text = second.read_text()
     assert "Reused from an earlier run: fp32, fast, fp32~1, fast~1." in text and "fp32 = 3 runs" in text
+    assert list(after["same_weights"]) == ["the start"] and check.TRAINED not in text  # fp32 was not trained here
     with pytest.raises(SystemExit, match=r"--reuse .*another setup"):
         check.main(["--quick", "--steps", "3", "--eval-samples", "2", "--reuse", str(first.with_suffix(".json"))])
     with pytest.raises(SystemExit, match=r"--reuse .*evaluated on 2 samples per task, not 1"):
