@@ -39,8 +39,8 @@ frozen part alone in bf16, to tell where a difference arises (``--gap-only`` sto
 Then the loss at every logged step of each run and its relative difference to ``fp32`` (the bar for ``fast``: within
 2% at every logged step), and after training the demo's evaluation (`demo.evaluate_demo`, each model in its own
 precision): zero-shot on the synthetic held-out tasks (the paper's protocol: vocabulary ranking; the bar: within 1
-point) and the held-in accuracy (greedy, exact match; reported, no bar). bf16 runs natively only on CPUs with AVX-512 BF16 or AMX; elsewhere it is emulated (slow, same
-numbers).
+point) and the held-in accuracy (greedy, exact match; reported, no bar). bf16 runs natively only on CPUs with
+AVX-512 BF16 or AMX; elsewhere it is emulated (slow, same numbers).
 """
 
 from __future__ import annotations
