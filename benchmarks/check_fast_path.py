@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/check_fast_path.py --quick                            # tiny random parts: a smoke test
     .venv/bin/python benchmarks/check_fast_path.py --eval-samples 64 --twins 4        # 5 runs per precision: ~26 min
     .venv/bin/python benchmarks/check_fast_path.py --eval-samples 64 --twins 9 --reuse /tmp/fastpath/twins4.json
+    .venv/bin/python benchmarks/check_fast_path.py --gap-only --half float16 --eval-samples 8  # fp16 (emulated on CPU)
 
 The setup is the demo's, read from `hf_instructblip.demo.DemoConfig` at run time (parts, image size, query tokens,
 learning rate, warm-up, gradient clipping, batch size, vision feature layer), with ``--steps`` optimizer steps (60 by
@@ -14,7 +15,8 @@ sampler, collator and training arguments; the loss at every step the demo logs).
 
 * ``fp32``: ``frozen_dtype: float32``;
 * ``fast``: ``frozen_dtype: bfloat16`` (vision tower and LLM stored in bf16, the trained parts in fp32), the same
-  batches: the two differ in precision only;
+  batches: the two differ in precision only; ``--half float16`` holds them in fp16 instead (the trainer scales the
+  loss; fp16 matmuls are emulated on CPUs, about 50x slower than fp32, so on a CPU mainly with ``--gap-only``);
 * ``fp32-twin``: fp32 again, from the same weights with the trained parts multiplied by ``1 + 1e-6 * noise`` (a
   perturbation of a few fp32 roundings): how far fp32 training itself drifts from a perturbation far smaller than
   bf16's. If the twin drifts as far as ``fast`` does, the difference is the training's sensitivity, not the precision;
@@ -34,8 +36,9 @@ sampler, collator and training arguments; the loss at every step the demo logs).
 
 Reported first, without training (no drift): the loss and the trained parts' gradient of the start weights on 4 fixed
 batches, bf16-held vs fp32, and the part of the gradient that depends on the images; for the fast path and for each
-frozen part alone in bf16, to tell where a difference arises (``--gap-only`` stops there). The same again at the
-``fp32`` run's weights after its training, where the images have begun to matter (not when ``fp32`` is reused).
+frozen part alone in bf16, to tell where a difference arises (``--gap-only`` stops there); in fp16 with loss scaling,
+and once more without. The same again at the ``fp32`` run's weights after its training, where the images have begun
+to matter (not when ``fp32`` is reused).
 Then the loss at every logged step of each run and its relative difference to ``fp32`` (the bar for ``fast``: within
 2% at every logged step), and after training the demo's evaluation (`demo.evaluate_demo`, each model in its own
 precision): zero-shot on the synthetic held-out tasks (the paper's protocol: vocabulary ranking; the bar: within 1
@@ -79,7 +82,8 @@ from hf_instructblip.evaluation.metrics.roc_auc import average_ranks
 from hf_instructblip.modeling_precision import cpu_has_native_bf16
 from hf_instructblip.training import InstructBlipTrainer
 
-#: name -> (frozen dtype, train_sampling_strategy (None: the demo's), relative perturbation of the trained parts)
+#: name -> (frozen dtype, train_sampling_strategy (None: the demo's), relative perturbation of the trained parts);
+#: ``fast``'s dtype is ``--half``'s (bfloat16 by default)
 RUNS: dict[str, tuple[str, str | None, float]] = {
     "fp32": ("float32", None, 0.0),
     "fast": ("bfloat16", None, 0.0),
@@ -137,14 +141,16 @@ def build(config: DemoConfig, quick: bool) -> BuiltModel:
     return built
 
 
-def run_spec(run: str) -> tuple[str, str | None, float, int]:
+def run_spec(run: str, half: str = "bfloat16") -> tuple[str, str | None, float, int]:
     """(frozen dtype, sampling strategy, perturbation, perturbation seed) of a run name: `RUNS`, or
-    ``fp32~i`` / ``fast~i`` (the twin's perturbation with seed i; ``fp32-twin`` is ``fp32~1``)."""
+    ``fp32~i`` / ``fast~i`` (the twin's perturbation with seed i; ``fp32-twin`` is ``fp32~1``); the fast runs hold
+    the frozen parts in ``half``."""
     base, _, seed = run.partition(TWIN)
+    frozen_dtype, sampling, perturbation = RUNS[base if seed else run]
+    frozen_dtype = half if base == "fast" else frozen_dtype
     if seed:
-        frozen_dtype, sampling, _ = RUNS[base]
         return frozen_dtype, sampling, RUNS["fp32-twin"][2], int(seed)
-    return (*RUNS[run], 1)
+    return frozen_dtype, sampling, perturbation, 1
 
 
 def twin_runs(count: int) -> list[str]:
@@ -160,12 +166,14 @@ def train_run(
     run: str,
     folder: Path,
     reference: Any = None,
+    half: str = "bfloat16",
 ) -> tuple[dict[str, Any], Any]:
     """Train ``built.model`` from the weights ``start`` as ``run`` says, then evaluate it; (results, trainer).
 
     ``reference``: the ``fp32`` run's trainer, whose arguments, data and collator a run with another sampler reuses.
+    ``half``: the fast runs' frozen dtype.
     """
-    frozen_dtype, sampling, perturbation, perturbation_seed = run_spec(run)
+    frozen_dtype, sampling, perturbation, perturbation_seed = run_spec(run, half)
     model = built.model
     model.hold_frozen_in("float32")
     model.load_state_dict(start)  # the same fp32 start for every run
@@ -210,19 +218,30 @@ def train_run(
     return results, trainer
 
 
-#: the same-weights comparison: which frozen parts compute in bf16 (the others in fp32, from bf16-rounded weights)
+#: the same-weights comparison: which frozen parts compute in half precision (the others in fp32, from the rounded
+#: weights)
 GAP_PARTS: dict[str, tuple[str, ...]] = {
     "vision tower and LLM (fast)": ("vision_model", "language_model"),
     "vision tower only": ("vision_model",),
     "LLM only": ("language_model",),
 }
+#: with ``--half float16``, also the fast path's gradient without loss scaling (what fp16 gives without a scaler)
+UNSCALED = "vision tower and LLM, no loss scaling"
+#: the largest loss scale the fp16 gradients are measured with (halved until nothing overflows, as a GradScaler
+#: backs off; 2**8 leaves room for the 70-17,700x growth of the gradient inside the demo's LLM, measured)
+MAX_LOSS_SCALE = 2.0**8
 
 
-def _loss_and_gradient(model: Any, batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
+def _loss_and_gradient(
+    model: Any, batch: dict[str, torch.Tensor], loss_scale: float = 1.0
+) -> tuple[float, torch.Tensor]:
     model.zero_grad(set_to_none=True)
     loss = model(**batch, return_logits=False).loss
-    loss.backward()
-    return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    (loss * loss_scale).backward()
+    grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]) / loss_scale
+    if loss_scale > 1 and not bool(grad.isfinite().all()):  # overflowed fp16: back off, as a GradScaler would
+        return _loss_and_gradient(model, batch, loss_scale / 2)
+    return loss.item(), grad
 
 
 def _cosines(first: list[torch.Tensor], second: list[torch.Tensor]) -> list[float]:
@@ -231,14 +250,15 @@ def _cosines(first: list[torch.Tensor], second: list[torch.Tensor]) -> list[floa
 
 
 def same_weights_gap(
-    built: BuiltModel, weights: dict[str, torch.Tensor], config: DemoConfig, batches: int = 4
+    built: BuiltModel, weights: dict[str, torch.Tensor], config: DemoConfig, batches: int = 4, half: str = "bfloat16"
 ) -> dict[str, Any]:
-    """The precision alone, at fixed ``weights``: loss and trained-parts gradient on fixed batches, bf16 vs fp32.
+    """The precision alone, at fixed ``weights``: loss and trained-parts gradient on fixed batches, ``half`` vs fp32.
 
     No training, so no drift: what one step of the fast path computes differently. Dropout off (eval mode). Besides
-    the fast path, each frozen part alone in bf16 (`GAP_PARTS`), to tell where a difference arises. The gradient's
+    the fast path, each frozen part alone in ``half`` (`GAP_PARTS`), to tell where a difference arises. The gradient's
     image-dependent part is the gradient with the batch's images minus the one with its images rolled by one sample:
-    what the images teach the trained parts.
+    what the images teach the trained parts. fp16 gradients are measured with loss scaling, as the trainer trains
+    them (`MAX_LOSS_SCALE`), and once more without (`UNSCALED`).
     """
     model, size = built.model, config.batch_size
     parts = synthetic_mixture(SYNTHETIC_HELD_IN, 2 * batches, seed=1, image_size=config.image_size)
@@ -247,19 +267,22 @@ def same_weights_gap(
     rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: size * batches].tolist()
     inputs = [collator([data[i] for i in rows[b * size : (b + 1) * size]]) for b in range(batches)]
 
-    def measure(in_bf16: tuple[str, ...]) -> tuple[list[float], list[float], list[torch.Tensor], list[torch.Tensor]]:
+    def measure(
+        in_half: tuple[str, ...], loss_scale: float = 1.0
+    ) -> tuple[list[float], list[float], list[torch.Tensor], list[torch.Tensor]]:
         model.hold_frozen_in("float32")
         model.load_state_dict(weights)
         model.apply_trainable_policy()
-        if in_bf16:
-            model.hold_frozen_in("bfloat16")
-            for name in {"vision_model", "language_model"} - set(in_bf16):
+        if in_half:
+            model.hold_frozen_in(half)
+            for name in {"vision_model", "language_model"} - set(in_half):
                 model.get_submodule(name).float()
         model.eval()
         losses, image_effects, grads, image_grads = [], [], [], []
         for batch in inputs:
-            loss, grad = _loss_and_gradient(model, batch)
-            rolled, rolled_grad = _loss_and_gradient(model, batch | {"pixel_values": batch["pixel_values"].roll(1, 0)})
+            loss, grad = _loss_and_gradient(model, batch, loss_scale)
+            rolled_batch = batch | {"pixel_values": batch["pixel_values"].roll(1, 0)}
+            rolled, rolled_grad = _loss_and_gradient(model, rolled_batch, loss_scale)
             losses.append(loss)
             image_effects.append(rolled - loss)
             grads.append(grad)
@@ -267,9 +290,14 @@ def same_weights_gap(
         return losses, image_effects, grads, image_grads
 
     fp32_losses, fp32_effects, fp32_grads, fp32_image_grads = measure(())
-    gap: dict[str, Any] = {"batch_size": size, "fp32_losses": fp32_losses, "fp32_image_effect": fp32_effects}
-    for label, in_bf16 in GAP_PARTS.items():
-        losses, effects, grads, image_grads = measure(in_bf16)
+    gap: dict[str, Any] = {"batch_size": size, "half": half, "fp32_losses": fp32_losses}
+    gap["fp32_image_effect"] = fp32_effects
+    scale = MAX_LOSS_SCALE if half == "float16" else 1.0
+    settings = {label: (parts, scale) for label, parts in GAP_PARTS.items()}
+    if half == "float16":
+        settings[UNSCALED] = (GAP_PARTS["vision tower and LLM (fast)"], 1.0)
+    for label, (in_half, loss_scale) in settings.items():
+        losses, effects, grads, image_grads = measure(in_half, loss_scale)
         gap[label] = {
             "loss_rel_diff": [b / a - 1 for a, b in zip(fp32_losses, losses)],
             "image_effect": effects,
@@ -283,8 +311,8 @@ def same_weights_gap(
     return gap
 
 
-def describe(config: DemoConfig, quick: bool) -> str:
-    """The setup in one line: parts and the hyperparameters read from `DemoConfig`."""
+def describe(config: DemoConfig, quick: bool, half: str = "bfloat16") -> str:
+    """The setup in one line: parts, the hyperparameters read from `DemoConfig`, the fast path's dtype if not bf16."""
     parts = (
         "quick: tiny random ViT, Q-Former and Llama"
         if quick
@@ -294,7 +322,7 @@ def describe(config: DemoConfig, quick: bool) -> str:
         f"{parts}; {config.image_size} px, {config.num_query_tokens} query tokens, vision feature layer "
         f"{config.feature_layer()}; {config.max_steps} steps x {config.batch_size}, learning rate "
         f"{config.learning_rate:g}, {config.warmup_steps} warm-up steps, max_grad_norm {config.max_grad_norm:g}, "
-        f"{config.mixture_sampling} mixture, seed {config.seed}"
+        f"{config.mixture_sampling} mixture, seed {config.seed}" + ("" if half == "bfloat16" else f"; fast in {half}")
     )
 
 
@@ -514,16 +542,17 @@ def gap_report(gap: dict[str, Any], weights: str = "the start") -> str:
     def listed(values: list[float], fmt: str) -> str:
         return ", ".join(format(v, fmt) for v in values)
 
+    half = gap.get("half", "bfloat16")
     lines = [
         f"Same weights ({weights}), {len(gap['fp32_losses'])} fixed batches of {gap['batch_size']}, frozen parts in "
-        f"bf16 vs fp32 (fp32 losses {listed(gap['fp32_losses'], '.3f')}; rolling the images by one sample within the "
-        f"batch changes them by {listed(gap['fp32_image_effect'], '+.4f')}):",
+        f"{half} vs fp32 (fp32 losses {listed(gap['fp32_losses'], '.3f')}; rolling the images by one sample within "
+        f"the batch changes them by {listed(gap['fp32_image_effect'], '+.4f')}):",
         "",
-        "| in bf16 | loss | trained parts' gradient: cosine | its norm | its image-dependent part: cosine | "
+        f"| in {half} | loss | trained parts' gradient: cosine | its norm | its image-dependent part: cosine | "
         "images' effect on the loss |",
         "|---|---|---|---|---|---|",
     ]
-    for label in GAP_PARTS:
+    for label in [*GAP_PARTS, UNSCALED] if UNSCALED in gap else GAP_PARTS:
         row = gap[label]
         lines.append(
             f"| {label} | {listed(row['loss_rel_diff'], '+.2%')} | {listed(row['grad_cosine'], '.4f')} | "
@@ -551,6 +580,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny random parts, few steps: a smoke test")
     parser.add_argument("--gap-only", action="store_true", help="only the same-weights comparison (no training)")
     parser.add_argument(
+        "--half",
+        choices=("bfloat16", "float16"),
+        default="bfloat16",
+        help="the fast path's frozen dtype (float16: the trainer scales the loss; emulated and slow on CPUs)",
+    )
+    parser.add_argument(
         "--output", type=Path, help="also write the report here (and the numbers as .json, after every run)"
     )
     return parser.parse_args(argv)
@@ -561,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.twins < 0:
         raise SystemExit(f"--twins: a count of twins per precision, not {args.twins}")
     config = run_config(args)
-    setup = describe(config, args.quick)
+    setup = describe(config, args.quick, args.half)
     reused = load_reused(args.reuse, setup, config.eval_samples) if args.reuse else {}  # refused before any work
     runs = [run for run in args.runs if not (args.twins and run == "fp32-twin")]  # fp32-twin is fp32~1
     if "fp32" in reused and "fp32-random" in runs:
@@ -569,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Setup (DemoConfig): {setup}\nMachine: {machine()}", flush=True)
     built = build(config, args.quick)
     start = {name: tensor.clone() for name, tensor in built.model.state_dict().items()}
-    gaps = {"the start": same_weights_gap(built, start, config)}
+    gaps = {"the start": same_weights_gap(built, start, config, half=args.half)}
     print(gap_report(gaps["the start"]), flush=True)
     if args.gap_only:
         return 0
@@ -582,12 +617,12 @@ def main(argv: list[str] | None = None) -> int:
                 results[run] = reused[run]
                 continue
             print(f"training {run} ...", flush=True)
-            results[run], trainer = train_run(built, start, parts, config, run, Path(folder), reference)
+            results[run], trainer = train_run(built, start, parts, config, run, Path(folder), reference, args.half)
             reference = reference or trainer
             print(f"  losses {results[run]['losses']}, zero-shot {results[run]['scores']}", flush=True)
             if run == "fp32":  # the precision alone again, where training has taught the trained parts something
                 trained = {name: tensor.clone() for name, tensor in built.model.state_dict().items()}
-                gaps[TRAINED] = same_weights_gap(built, trained, config)
+                gaps[TRAINED] = same_weights_gap(built, trained, config, half=args.half)
                 print(gap_report(gaps[TRAINED], TRAINED), flush=True)
             if args.output:  # after every run, so that a long run cut short keeps what it trained (for --reuse)
                 write_numbers(args.output.with_suffix(".json"), setup, config, {**reused, **results}, gaps)

@@ -32,8 +32,25 @@ def test_run_names_decode_to_precision_and_perturbation(check):
     assert check.run_spec("fp32-twin") == check.run_spec("fp32~1")  # the single twin is the first of the twins
     assert check.run_spec("fast~3") == ("bfloat16", None, 1e-6, 3)
     assert check.twin_runs(2) == ["fp32~1", "fp32~2", "fast~1", "fast~2"]
+    assert check.run_spec("fast~2", "float16") == ("float16", None, 1e-6, 2)  # --half float16: the fast runs only
+    assert check.run_spec("fp32", "float16") == check.run_spec("fp32")
     with pytest.raises(KeyError):
         check.run_spec("fp16~1")
+
+
+def test_fast_path_in_float16_is_another_setup_with_an_unscaled_row(check, tmp_path):
+    output = tmp_path / "fp16.md"
+    quick = ["--quick", "--steps", "2", "--eval-samples", "2", "--runs", "fp32", "fast"]
+    check.main([*quick, "--half", "float16", "--output", str(output)])
+    numbers = json.loads(output.with_suffix(".json").read_text())
+    assert numbers["setup"].endswith("; fast in float16") and len(numbers["fast"]["losses"]) == 2
+    gap = numbers["same_weights"]["the start"]
+    assert gap["half"] == "float16" and {
+        len(gap[label]["grad_cosine"]) for label in (*check.GAP_PARTS, check.UNSCALED)
+    } == {4}
+    assert "| in float16 |" in output.read_text() and f"| {check.UNSCALED} |" in output.read_text()
+    with pytest.raises(SystemExit, match=r"--reuse .*another setup"):  # bf16 runs are not fp16 runs
+        check.main([*quick, "--reuse", str(output.with_suffix(".json"))])
 
 
 def test_welch_difference_and_standard_error(check):

@@ -11,7 +11,9 @@ to an `InstructBlipForConditionalGeneration`:
 * the boundaries cast: pixels enter the tower in its dtype (`modeling_vision.vision_tokens`), its features are cast
   to fp32 before the LayerNorm, the projected queries to the LLM's dtype where they replace the image tokens
   (`merge_image_features`), and the loss is computed in fp32. Gradients reach the Q-Former through the
-  half-precision LLM (its weights get none: they are frozen).
+  half-precision LLM (its weights get none: they are frozen). Through an fp16 LLM they underflow unless the loss is
+  scaled: `training.InstructBlipTrainer` does it (a ``GradScaler``); a loop of one's own uses
+  ``torch.amp.GradScaler`` as with AMP.
 
 A LayerNorm held in fp32 inside a half-precision tower still runs in the tower's own forward (its output there feeds
 nothing InstructBLIP reads, but the tower computes it); its input is cast to fp32 and its output back to the tower's

@@ -1,9 +1,11 @@
 """``frozen_dtype`` in training: InstructBlipTrainer holds the frozen parts in half precision before the optimizer
 exists (fp32 trained parts, fp32 optimizer states only), LoRA adapters stay fp32, trained half-precision weights are
-refused, and the train command defaults to "auto" and records what it chose."""
+refused, an fp16 LLM trains with loss scaling (unscaled before clipping, overflowing steps skipped), and the train
+command defaults to "auto" and records what it chose."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,7 @@ def test_frozen_parts_are_half_trained_parts_and_optimizer_states_fp32(setup, tm
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
 
+    assert trainer.accelerator.scaler is None  # bf16 has fp32's range: no loss scaling
     trainer.train()
     assert_moved_exactly(model.named_parameters(), before, trainable)
     optimized = [p for group in trainer.optimizer.param_groups for p in group["params"]]
@@ -85,6 +88,56 @@ def test_lora_adapters_in_the_half_precision_llm_keep_their_fp32_values(setup, t
     losses = [e["train_loss"] for e in trainer.state.log_history if "train_loss" in e]
     assert losses and torch.isfinite(torch.tensor(losses)).all()
     assert any(not torch.equal(p, adapters[n]) for n, p in peft_model.named_parameters() if "lora_B" in n)
+
+
+def _sgd_trainer(setup, tmp_path, frozen_dtype: str, **overrides) -> InstructBlipTrainer:
+    """3 SGD steps with clipping, from seed 3's weights."""
+    processor, dataset = setup
+    settings = {"optim": "sgd", "learning_rate": 0.1, "max_grad_norm": 0.5, "logging_steps": 1} | overrides
+    args = _args(tmp_path / frozen_dtype, frozen_dtype=frozen_dtype, **settings)
+    return _trainer(model_for(processor, "llama", seed=3), processor, dataset, args)
+
+
+def _train(trainer: InstructBlipTrainer, **kwargs) -> tuple[dict, list]:
+    """Train; (the trained parts' moves, the logged gradient norms)."""
+    named = dict(trainer.model.named_parameters())
+    before = {n: p.detach().float().clone() for n, p in named.items() if p.requires_grad}
+    trainer.train(**kwargs)
+    moves = {n: named[n].detach().float() - before[n] for n in before}
+    return moves, [e["grad_norm"] for e in trainer.state.log_history if "grad_norm" in e]
+
+
+def test_an_fp16_llm_trains_with_loss_scaling_like_fp32(setup, tmp_path):
+    fp32 = _sgd_trainer(setup, tmp_path, "float32")  # each trained right after it is made: the same random state
+    fp32_moves, fp32_norms = _train(fp32)
+    fp16 = _sgd_trainer(setup, tmp_path, "float16")
+    fp16_moves, fp16_norms = _train(fp16)
+    assert fp32.accelerator.scaler is None
+    assert isinstance(fp16.accelerator.scaler, torch.amp.GradScaler) and fp16.accelerator.scaler.is_enabled()
+    assert fp16.accelerator.scaler.get_scale() == 2.0**16  # torch's initial scale, no step skipped
+    assert len(fp16_norms) == len(fp32_norms) == 3
+    # the gradients were unscaled before they were measured and clipped: fp32's norms and updates, to fp16's rounding
+    assert fp16_norms == pytest.approx(fp32_norms, rel=0.02)
+    assert max(fp32_norms) > 0.5  # clipping took part
+    for name, move in fp32_moves.items():
+        torch.testing.assert_close(fp16_moves[name], move, rtol=0.05, atol=2e-3 * float(move.abs().max()), msg=name)
+
+
+def test_an_overflowing_fp16_step_is_skipped_and_the_scale_lowered_and_saved(setup, tmp_path):
+    start = 2.0**40  # the logits' gradient times 2**40 overflows fp16 on its way into the LLM
+    trainer = _sgd_trainer(setup, tmp_path, "float16", save_strategy="steps", save_steps=2)
+    trainer.accelerator.scaler = torch.amp.GradScaler("cpu", start)
+    moves, norms = _train(trainer)
+    assert all(torch.equal(move, torch.zeros_like(move)) for move in moves.values())  # no step taken, no inf written
+    assert trainer.accelerator.scaler.get_scale() == start / 2**3  # halved at each of the 3 skipped steps
+    assert trainer.accelerator.optimizer_step_was_skipped
+    assert trainer.lr_scheduler.last_epoch == 0  # the schedule waits for real steps, as with accelerate's scaler
+    assert len(norms) == 3 and all(not math.isfinite(norm) for norm in norms)  # logged as what they were
+    # a run resumed from step 2 goes on from the scale it had there, not from a fresh scaler's 2**16
+    resumed = _sgd_trainer(setup, tmp_path, "float16")
+    checkpoint = tmp_path / "float16" / "run" / "checkpoint-2"
+    _train(resumed, resume_from_checkpoint=str(checkpoint))
+    assert resumed.accelerator.scaler.get_scale() == start / 2**3
 
 
 def test_a_trained_weight_of_the_half_precision_llm_is_refused(setup, tmp_path):

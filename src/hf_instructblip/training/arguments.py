@@ -50,7 +50,9 @@ class InstructBlipTrainingArguments(TrainingArguments):
             ``float16`` (refused for T5) or ``float32``. Default ``None``: the model is trained in the dtypes it
             has, so a Python script's results do not depend on the machine; the ``train`` command and the demo
             default to ``auto``. Unlike ``bf16=True`` (autocast, which casts the frozen weights anew at every step
-            and keeps fp32 copies), the frozen parts are stored once in half precision: half their memory.
+            and keeps fp32 copies), the frozen parts are stored once in half precision: half their memory. With
+            ``float16`` `InstructBlipTrainer` scales the loss (a ``GradScaler``, as LAVIS trains under AMP), so that
+            the gradients flowing back through the LLM do not underflow.
         train_sampling_strategy: ``group_by_length`` (default here; transformers' is ``random``): batches of samples
             of similar LLM text length (`data.length_grouping`; lengths from a ``length_column_name`` column or
             counted once with `InstructBlipDataCollator.sample_lengths`), within the balanced mixture's batches too,

@@ -1,7 +1,7 @@
 """`InstructBlipTrainer`: transformers' `Trainer` with the paper's freezing policy, the frozen parts held in half
-precision (``frozen_dtype``), the balanced mixture as the train sampler, batches grouped by length, refusal of fp16
-with T5 LLMs, a stop at the first non-finite loss, and the collator's training image transform for training batches
-only.
+precision (``frozen_dtype``) with loss scaling where that is fp16, the balanced mixture as the train sampler, batches
+grouped by length, refusal of fp16 with T5 LLMs, a stop at the first non-finite loss, and the collator's training
+image transform for training batches only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from accelerate.optimizer import AcceleratedOptimizer
 from torch.utils.data import RandomSampler, SequentialSampler
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import has_length
@@ -38,13 +39,23 @@ def _is_peft_model(model: Any) -> bool:
     return isinstance(model, PeftModel)
 
 
+def _base_model(model: Any) -> Any:
+    return model.get_base_model() if _is_peft_model(model) else model
+
+
+def _llm_held_in_float16(model: Any) -> bool:
+    """Whether the model's LLM computes in fp16 (``frozen_dtype: float16``, or cast so before the trainer)."""
+    llm = getattr(_base_model(model), "language_model", None)
+    return llm is not None and any(param.dtype == torch.float16 for param in llm.parameters())
+
+
 def hold_frozen_parts(model: Any, frozen_dtype: str | torch.dtype) -> torch.dtype:
     """`InstructBlipForConditionalGeneration.hold_frozen_in` for a model or a `PeftModel` around one.
 
     A PeftModel's adapters inside the LLM (trained, so fp32) keep their exact fp32 values; PEFT casts the LLM's
     half-precision activations to them and back.
     """
-    base = model.get_base_model() if _is_peft_model(model) else model
+    base = _base_model(model)
     trained = {n: p.data for n, p in model.named_parameters() if p.requires_grad} if base is not model else {}
     dtype = base.hold_frozen_in(frozen_dtype)
     for name, param in model.named_parameters():
@@ -80,6 +91,17 @@ class InstructBlipTrainer(Trainer):
     (`InstructBlipForConditionalGeneration.forward`). Gradient accumulation and the number of processes change
     neither the update nor the logged loss, as with a plain `Trainer`.
 
+    An LLM held in fp16 (``frozen_dtype: float16``, ``auto`` on CUDA GPUs without bf16) trains with loss scaling, as
+    LAVIS trains under AMP with a ``GradScaler``: the small gradients that flow back through it to the Q-Former would
+    otherwise underflow fp16, the more so the more target tokens a batch averages over (the demo's model after 120
+    steps, batches of 8: the trained parts' gradient up to 2.5% off fp32's in norm without scaling, within 0.6% with
+    it; benchmarks/README.md). Where ``fp16=True`` gives accelerate's ``GradScaler`` (with autocast of the trained
+    parts, LAVIS' recipe) that one scales; otherwise the trainer installs a ``torch.amp.GradScaler`` without autocast
+    (the trained parts compute in fp32), on any device. Either way the loss is scaled for the backward, the gradients
+    are unscaled before they are clipped or measured, a step whose gradients overflowed is skipped (weights, optimizer
+    state and learning-rate schedule untouched) and the scale is lowered, and the scaler's state is saved with the
+    checkpoints.
+
     Args:
         model: An `InstructBlipForConditionalGeneration`.
         args: [`InstructBlipTrainingArguments`].
@@ -112,6 +134,8 @@ class InstructBlipTrainer(Trainer):
             frozen_dtype = getattr(args, "frozen_dtype", None)
             if frozen_dtype is not None:  # before Trainer creates the optimizer
                 self._hold_frozen_parts(model, frozen_dtype)
+        self._scales_fp16_llm = model is not None and _llm_held_in_float16(model)
+        self._own_scaler = False  # whether accelerator.scaler is the one this trainer installed
         self._train_lengths: tuple[int, list[int] | None] | None = None  # (id of the dataset, its lengths)
         self.mixture_sizes = dict(mixture_sizes) if mixture_sizes else None
         if zero_shot_datasets and kwargs.get("processing_class") is None:
@@ -128,6 +152,40 @@ class InstructBlipTrainer(Trainer):
             self.compute_loss_func = self._label_smoothed_loss
         if isinstance(self.data_collator, InstructBlipDataCollator):
             self.add_callback(_CollatorEpoch(self.data_collator))
+
+    def create_accelerator_and_postprocess(self) -> None:
+        """`Trainer`'s, plus a ``GradScaler`` for an fp16 LLM where accelerate gives none (see the class docstring)."""
+        super().create_accelerator_and_postprocess()
+        self._own_scaler = False
+        if not self._scales_fp16_llm or self.accelerator.scaler is not None:
+            return
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            logger.warning(
+                "The LLM is held in float16 and %s scales fp16 gradients only with fp16=True: without it gradients "
+                "that flow back through the LLM can underflow. Set fp16=True, or frozen_dtype bfloat16/float32.",
+                "DeepSpeed" if self.is_deepspeed_enabled else "FSDP",
+            )
+            return
+        self.accelerator.scaler = torch.amp.GradScaler(self.accelerator.device.type)
+        self._own_scaler = True
+
+    def _unscale_gradients(self) -> None:
+        """Unscale the installed scaler's gradients before they are clipped or measured (accelerate does the same
+        for its own scaler in ``clip_grad_norm_``); its ``step`` then skips a step whose gradients overflowed."""
+        if self._own_scaler:
+            optimizer = self.optimizer
+            while isinstance(optimizer, AcceleratedOptimizer):
+                optimizer = optimizer.optimizer
+            self.accelerator.scaler.unscale_(optimizer)
+
+    def _clip_grad_norm(self, model: Any) -> Any:
+        self._unscale_gradients()
+        return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
+        if grad_norm is None:  # not clipped (max_grad_norm 0): not unscaled yet
+            self._unscale_gradients()
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
 
     @contextmanager
     def _evaluation_collator(self) -> Iterator[None]:
@@ -289,7 +347,7 @@ class InstructBlipTrainer(Trainer):
         smoothing = self.compute_loss_func == self._label_smoothed_loss and "labels" in inputs
         if smoothing and "decoder_input_ids" not in inputs and not self._decoder_only():
             llm = self.accelerator.unwrap_model(model)
-            llm = (llm.get_base_model() if _is_peft_model(llm) else llm).language_model
+            llm = _base_model(llm).language_model
             decoder_input_ids = llm.prepare_decoder_input_ids_from_labels(labels=inputs["labels"])
             inputs = {**inputs, "decoder_input_ids": decoder_input_ids}
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
