@@ -16,7 +16,7 @@ sampler, collator and training arguments; the loss at every step the demo logs).
 * ``fp32``: ``frozen_dtype: float32``;
 * ``fast``: ``frozen_dtype: bfloat16`` (vision tower and LLM stored in bf16, the trained parts in fp32), the same
   batches: the two differ in precision only; ``--half float16`` holds them in fp16 instead (the trainer scales the
-  loss; fp16 matmuls are emulated on CPUs, about 50x slower than fp32, so on a CPU mainly with ``--gap-only``);
+  loss; fp16 matmuls are emulated on CPUs, about 60x slower than fp32, so on a CPU mainly with ``--gap-only``);
 * ``fp32-twin``: fp32 again, from the same weights with the trained parts multiplied by ``1 + 1e-6 * noise`` (a
   perturbation of a few fp32 roundings): how far fp32 training itself drifts from a perturbation far smaller than
   bf16's. If the twin drifts as far as ``fast`` does, the difference is the training's sensitivity, not the precision;
@@ -290,9 +290,13 @@ def same_weights_gap(
         return losses, image_effects, grads, image_grads
 
     fp32_losses, fp32_effects, fp32_grads, fp32_image_grads = measure(())
-    gap: dict[str, Any] = {"batch_size": size, "half": half, "fp32_losses": fp32_losses}
-    gap["fp32_image_effect"] = fp32_effects
-    scale = MAX_LOSS_SCALE if half == "float16" else 1.0
+    gap: dict[str, Any] = {
+        "batch_size": size,
+        "half": half,
+        "fp32_losses": fp32_losses,
+        "fp32_image_effect": fp32_effects,
+    }
+    scale = MAX_LOSS_SCALE if half == "float16" else 1.0  # the label -> (parts in half precision, loss scale)
     settings = {label: (parts, scale) for label, parts in GAP_PARTS.items()}
     if half == "float16":
         settings[UNSCALED] = (GAP_PARTS["vision tower and LLM (fast)"], 1.0)
