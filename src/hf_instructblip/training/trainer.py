@@ -135,7 +135,6 @@ class InstructBlipTrainer(Trainer):
             if frozen_dtype is not None:  # before Trainer creates the optimizer
                 self._hold_frozen_parts(model, frozen_dtype)
         self._scales_fp16_llm = model is not None and _llm_held_in_float16(model)
-        self._own_scaler = False  # whether accelerator.scaler is the one this trainer installed
         self._train_lengths: tuple[int, list[int] | None] | None = None  # (id of the dataset, its lengths)
         self.mixture_sizes = dict(mixture_sizes) if mixture_sizes else None
         if zero_shot_datasets and kwargs.get("processing_class") is None:
@@ -156,7 +155,7 @@ class InstructBlipTrainer(Trainer):
     def create_accelerator_and_postprocess(self) -> None:
         """`Trainer`'s, plus a ``GradScaler`` for an fp16 LLM where accelerate gives none (see the class docstring)."""
         super().create_accelerator_and_postprocess()
-        self._own_scaler = False
+        self._own_scaler = False  # whether accelerator.scaler is the one this trainer installed
         if not self._scales_fp16_llm or self.accelerator.scaler is not None:
             return
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:
