@@ -28,7 +28,7 @@ from conftest import (
 )
 from hf_instructblip import InstructBlipConfig, InstructBlipForConditionalGeneration
 from hf_instructblip.assets import efficientnet_lite0_file
-from hf_instructblip.building import build_model, resolve_part
+from hf_instructblip.building import BuiltModel, build_model, resolve_part
 from hf_instructblip.cli import main
 from hf_instructblip.configuration_instructblip import vision_feature_width
 from hf_instructblip.data.collator import InstructBlipDataCollator
@@ -170,11 +170,8 @@ def test_shipped_efficientnet_converts_once_into_the_cache(tmp_path, monkeypatch
     assert json.loads((weights.parent / "config.json").read_text())["architectures"] == ["EfficientNetModel"]
 
 
-def test_build_from_shipped_efficientnet_uses_its_normalisation_and_49_tokens(
-    tokenizer_dirs, tmp_path, monkeypatch, lite0_folder
-):
-    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
-    built = build_model(
+def _build_on_shipped_efficientnet(tokenizer_dirs) -> BuiltModel:
+    return build_model(
         "shipped:efficientnet",
         {k: v for k, v in QFORMER.items() if k != "vocab_size"},  # the vocabularies follow the tokenizers
         {k: v for k, v in LLAMA.items() if k not in ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")},
@@ -182,6 +179,13 @@ def test_build_from_shipped_efficientnet_uses_its_normalisation_and_49_tokens(
         qformer_tokenizer=tokenizer_dirs[1],
         num_query_tokens=4,
     )
+
+
+def test_build_from_shipped_efficientnet_uses_its_normalisation_and_49_tokens(
+    tokenizer_dirs, tmp_path, monkeypatch, lite0_folder
+):
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+    built = _build_on_shipped_efficientnet(tokenizer_dirs)
     image_processor = built.processor.image_processor
     assert list(image_processor.image_mean) == list(image_processor.image_std) == [0.5, 0.5, 0.5]
     assert image_processor.size["height"] == image_processor.size["width"] == 224
@@ -193,6 +197,20 @@ def test_build_from_shipped_efficientnet_uses_its_normalisation_and_49_tokens(
         tokens = model.get_vision_features(pixels)
         expected = EfficientNetModel.from_pretrained(lite0_folder)(pixels).last_hidden_state
     assert torch.equal(tokens, expected.flatten(2).transpose(1, 2))  # (1, 1280, 7, 7) -> (1, 49, 1280)
+
+
+def test_the_same_seed_builds_the_same_model_whether_the_tower_is_converted_or_read_from_the_cache(
+    tokenizer_dirs, tmp_path, monkeypatch
+):
+    """A fresh machine's first build converts Lite0 into the cache and later builds read it: `make demo` must give
+    the first time what it gives every time after (the conversion must not draw from the seeded random stream)."""
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+    converted = _build_on_shipped_efficientnet(tokenizer_dirs).model.state_dict()
+    assert (tmp_path / "cache" / "efficientnet-lite0-v1" / "model.safetensors").is_file()
+    cached = _build_on_shipped_efficientnet(tokenizer_dirs).model.state_dict()
+    assert converted.keys() == cached.keys()
+    differing = [name for name, tensor in converted.items() if not torch.equal(tensor, cached[name])]
+    assert not differing, differing[:5]
 
 
 # ----- feature-map towers as visual tokens -----------------------------------------------------------------------------

@@ -177,7 +177,10 @@ def convert_efficientnet_lite0(
 
     source_path = Path(source_file) if source_file is not None else efficientnet_lite0_file()
     source = torch.load(source_path, map_location="cpu", weights_only=True)
-    model = EfficientNetForImageClassification(efficientnet_lite0_config()).eval()
+    # The random initialisation is overwritten next; drawing it from a forked stream leaves the caller's seeded one
+    # as it was, so a build converting the tower on first use initialises its new parts as one reading the cache.
+    with torch.random.fork_rng(devices=[]):
+        model = EfficientNetForImageClassification(efficientnet_lite0_config()).eval()
     model.load_state_dict(efficientnet_lite0_state_dict(source, model), strict=True)
     path = Path(output_dir)
     (model if classifier else model.efficientnet).save_pretrained(path)  # safetensors
