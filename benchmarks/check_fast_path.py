@@ -296,7 +296,8 @@ def same_weights_gap(
         "fp32_losses": fp32_losses,
         "fp32_image_effect": fp32_effects,
     }
-    scale = MAX_LOSS_SCALE if half == "float16" else 1.0  # the label -> (parts in half precision, loss scale)
+    scale = MAX_LOSS_SCALE if half == "float16" else 1.0
+    # label -> (the parts held in half precision, the loss scale)
     settings = {label: (parts, scale) for label, parts in GAP_PARTS.items()}
     if half == "float16":
         settings[UNSCALED] = (GAP_PARTS["vision tower and LLM (fast)"], 1.0)
